@@ -1,0 +1,368 @@
+"""Wiring: one ``Gateway`` holds the config, the key caches, the replay store and the upstream
+session, and handles each webhook request from the bearer token to the backend's answer.
+
+A request's path: bounds (draining, in-flight, Content-Length) -> token shape -> routing -> header
+-> key lookup and signature -> claims -> body (bounded, timed) -> body hash -> replay reservation
+-> forward -> commit or release -> the backend's answer, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway import verify
+from gateway.config import Config, IssuerConfig
+from gateway.errors import Rejection
+from gateway.keys import JwksCache
+from gateway.logs import AccessLog, clip
+from gateway.metrics import CONTENT_TYPE, Metrics, status_class
+from gateway.proxy import Upstream, gateway_header_names, upstream_headers
+from gateway.replay import MemoryReplayStore, ReplayStore
+
+__all__ = ["Gateway", "build_admin_app", "rejection_response"]
+
+log = logging.getLogger("jwksgate")
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+_ERROR_REASONS = frozenset({"upstream_unavailable", "upstream_timeout", "internal_error"})
+# How long a reservation is held while the backend works on the push, beyond its timeout.
+_HOLD_MARGIN_SECONDS = 5.0
+
+
+def rejection_response(r: Rejection, request_id: str | None = None) -> web.Response:
+    """The answer for a request that is not forwarded (contract §4)."""
+    headers = {}
+    if r.status == 401:
+        headers["WWW-Authenticate"] = (
+            f'Bearer error="invalid_token", error_description="{r.reason}"'
+        )
+    if r.status == 503:
+        headers["Retry-After"] = str(r.retry_after or 1)
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    body = json.dumps({"error": r.reason, "detail": r.detail}).encode()
+    resp = web.Response(
+        status=r.status, body=body, content_type="application/json", headers=headers
+    )
+    if r.status in (400, 408, 413) or r.reason == "shutting_down":
+        # The rest of the request may still be in flight: do not parse it as a new one.
+        resp.force_close()
+    return resp
+
+
+@dataclass(slots=True)
+class _Outcome:
+    issuer: str = "unknown"
+    kid: str | None = None
+    replay: str | None = None
+    upstream_status: int | None = None
+    upstream_seconds: float | None = None
+    rejection: Rejection | None = None
+
+
+@dataclass
+class Gateway:
+    config: Config
+    metrics: Metrics
+    store: ReplayStore
+    upstream: Upstream
+    jwks_session: aiohttp.ClientSession
+    caches: dict[str, JwksCache]
+    clock: Callable[[], float] = time.time
+    access: AccessLog = field(default_factory=AccessLog)
+    draining: bool = False
+    inflight: int = 0
+    tls: bool = False
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _gateway_headers: frozenset[str] = frozenset()
+
+    @classmethod
+    async def create(
+        cls,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        store: ReplayStore | None = None,
+    ) -> Gateway:
+        metrics = metrics or Metrics(config.issuer_names())
+        if store is None:
+            store = MemoryReplayStore(config.replay.max_entries, clock)
+        jwks_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=max(i.jwks.timeout_seconds for i in config.issuers)
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        caches = {i.name: JwksCache(i, jwks_session, metrics, clock) for i in config.issuers}
+        gw = cls(
+            config=config,
+            metrics=metrics,
+            store=store,
+            upstream=Upstream(config.upstream),
+            jwks_session=jwks_session,
+            caches=caches,
+            clock=clock,
+            tls=config.tls is not None,
+        )
+        gw._gateway_headers = gateway_header_names(config.forward, config.issuers)
+        return gw
+
+    def start_background(self) -> None:
+        """First JWKS fetch for every issuer now, then periodic refresh; replay sweeping."""
+        for cache in self.caches.values():
+            self._tasks.append(asyncio.ensure_future(cache.run()))
+        if isinstance(self.store, MemoryReplayStore):
+            self.store.start()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        await self.upstream.close()
+        await self.jwks_session.close()
+
+    # -- readiness ---------------------------------------------------------------------------
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        issuers = {name: cache.status() for name, cache in self.caches.items()}
+        store = await self.store.ready()
+        ok = not self.draining and store is None and all(s == "ok" for s in issuers.values())
+        detail: dict[str, Any] = {
+            "status": "ready" if ok else "not ready",
+            "draining": self.draining,
+            "issuers": issuers,
+            "replay_store": store or "ok",
+        }
+        self.metrics.ready.set(1 if ok else 0)
+        return ok, detail
+
+    # -- the request path --------------------------------------------------------------------
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        incoming_id = request.headers.get("X-Request-Id", "")
+        request_id = incoming_id if _REQUEST_ID_RE.fullmatch(incoming_id) else uuid.uuid4().hex
+        out = _Outcome()
+        resp: web.StreamResponse
+        try:
+            if self.draining:
+                raise Rejection("shutting_down", "the gateway is shutting down; retry")
+            if self.inflight >= self.config.limits.max_inflight:
+                raise Rejection("overloaded", "too many requests in flight; retry shortly")
+            self.inflight += 1
+            self.metrics.inflight.inc()
+            try:
+                resp = await self._process(request, out, request_id, started)
+            finally:
+                self.inflight -= 1
+                self.metrics.inflight.dec()
+        except Rejection as r:
+            out.rejection = r
+            resp = rejection_response(r, request_id)
+        except Exception:
+            log.exception("unexpected error handling a request")
+            bug = Rejection("internal_error", "the gateway failed unexpectedly; retry")
+            out.rejection = bug
+            resp = rejection_response(bug, request_id)
+        self._record(request, out, resp.status, request_id, time.perf_counter() - started)
+        return resp
+
+    async def _process(
+        self, request: web.BaseRequest, out: _Outcome, request_id: str, started: float
+    ) -> web.StreamResponse:
+        cfg = self.config
+        raw_path = request.raw_path
+        if not raw_path.startswith("/"):
+            raise Rejection("malformed_request", "only origin-form request targets are accepted")
+        path = raw_path.split("?", 1)[0]
+        if _DOT_SEGMENT_RE.search(path):
+            raise Rejection("malformed_request", "dot segments in the path are not accepted")
+        length = request.content_length
+        if length is not None and length > cfg.limits.max_body_bytes:
+            raise Rejection("body_too_large", f"the body exceeds {cfg.limits.max_body_bytes} bytes")
+
+        token = verify.parse_token(
+            verify.extract_bearer(request.headers.getall("Authorization", []))
+        )
+        issuer = verify.route(verify.candidates(cfg.issuers, path), cfg.issuers, token.claims)
+        out.issuer = issuer.name
+        alg, kid = verify.check_header(token.header, issuer)
+        out.kid = kid
+        await self._check_signature(issuer, token, alg, kid)
+        verify.check_claims(token.claims, issuer, self.clock())
+
+        body = await self._read_body(request, started)
+        if issuer.body_hash is not None:
+            verify.check_body_hash(token.claims, body, issuer.body_hash)
+
+        key = verify.replay_key(issuer, token)
+        out.replay = key.hex()[:16]
+        hold = cfg.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
+        if not await self.store.reserve(key, hold):
+            raise Rejection("replayed", "this token was already delivered (or is in flight)")
+
+        headers, omitted = upstream_headers(
+            request.headers,
+            forward=cfg.forward,
+            gateway_headers=self._gateway_headers,
+            issuer=issuer,
+            claims=token.claims,
+            payload_segment=token.payload_segment,
+            client=request.remote or "",
+            proto="https" if self.tls else "http",
+            host=request.host,
+            request_id=request_id,
+        )
+        if omitted:
+            self.metrics.claim_headers_omitted.labels(issuer=issuer.name).inc(omitted)
+        up_started = time.perf_counter()
+        try:
+            up = await self.upstream.open(request.method, raw_path, headers, body)
+        except Rejection:
+            # Not delivered: the sender's retry of this very token must be accepted.
+            await self.store.release(key)
+            self.metrics.upstream_duration.labels(status_class="error").observe(
+                time.perf_counter() - up_started
+            )
+            raise
+        out.upstream_status = up.status
+        if up.status >= 500:
+            await self.store.release(key)
+        else:
+            await self.store.commit(key, verify.replay_ttl(token.claims, issuer, self.clock()))
+        try:
+            return await self.upstream.relay(request, up)
+        finally:
+            out.upstream_seconds = time.perf_counter() - up_started
+            self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(
+                out.upstream_seconds
+            )
+
+    async def _check_signature(
+        self, issuer: IssuerConfig, token: verify.ParsedToken, alg: str, kid: str | None
+    ) -> None:
+        cache = self.caches[issuer.name]
+        if kid is not None:
+            key = await cache.key_for(kid)
+            if key.alg != alg:
+                raise Rejection(
+                    "disallowed_algorithm", "the token's alg is not the algorithm of its key"
+                )
+            if not key.verify(token.signing_input, token.signature):
+                raise Rejection("bad_signature", "the token's signature does not verify")
+            return
+        keys = await cache.kidless_candidates(alg)
+        tried = 0
+        for key in keys:
+            tried += 1
+            if key.verify(token.signing_input, token.signature):
+                break
+        else:
+            self.metrics.kidless_attempts.labels(issuer=issuer.name).inc(tried)
+            raise Rejection("bad_signature", "the token's signature does not verify with any key")
+        self.metrics.kidless_attempts.labels(issuer=issuer.name).inc(tried)
+
+    async def _read_body(self, request: web.BaseRequest, started: float) -> bytes:
+        limit = self.config.limits.max_body_bytes
+        remaining = self.config.limits.body_timeout_seconds - (time.perf_counter() - started)
+        body = bytearray()
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                while True:
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        break
+                    if len(body) + len(chunk) > limit:
+                        raise Rejection("body_too_large", f"the body exceeds {limit} bytes")
+                    body += chunk
+        except TimeoutError:
+            raise Rejection("request_timeout", "the body did not arrive in time") from None
+        except aiohttp.web.HTTPException:
+            raise
+        except (aiohttp.ClientPayloadError, ConnectionError, ValueError):
+            raise Rejection("malformed_request", "the request body is malformed") from None
+        return bytes(body)
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        out: _Outcome,
+        status: int,
+        request_id: str,
+        elapsed: float,
+    ) -> None:
+        r = out.rejection
+        if r is None:
+            outcome, reason = "forwarded", "none"
+        else:
+            reason = r.reason
+            outcome = "error" if reason in _ERROR_REASONS else "rejected"
+        self.metrics.requests.labels(issuer=out.issuer, outcome=outcome, reason=reason).inc()
+        self.metrics.request_duration.labels(issuer=out.issuer, outcome=outcome).observe(elapsed)
+        line: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "event": "request",
+            "request_id": request_id,
+            "issuer": out.issuer,
+            "outcome": outcome,
+            "reason": reason,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "client": request.remote,
+            "method": request.method,
+            "path": clip(request.path, 256),
+        }
+        if out.kid is not None:
+            line["kid"] = clip(out.kid, 64)
+        if out.replay is not None:
+            line["replay_key_sha256"] = out.replay
+        if out.upstream_status is not None:
+            line["upstream_status"] = out.upstream_status
+        if out.upstream_seconds is not None:
+            line["upstream_ms"] = round(out.upstream_seconds * 1000, 3)
+        if r is not None:
+            line["detail"] = r.detail
+        self.access.write(line, rejected=r is not None)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def build_admin_app(gw: Gateway) -> web.Application:
+    """/livez (alias /healthz), /readyz and /metrics, on their own port."""
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, detail = await gw.readiness()
+        return web.json_response(detail, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        for cache in gw.caches.values():
+            cache.update_age_metric()
+        gw.metrics.replay_entries.labels(store=gw.store.name).set(gw.store.entries())
+        await gw.readiness()
+        resp = web.Response(body=gw.metrics.exposition())
+        resp.headers["Content-Type"] = CONTENT_TYPE
+        return resp
+
+    app = web.Application()
+    app[GATEWAY] = gw
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/healthz", livez)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

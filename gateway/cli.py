@@ -1,0 +1,108 @@
+"""Command line: ``jwksgate run | check-config | demo`` (contract §1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+
+__all__ = ["main", "summary"]
+
+
+def summary(config: Config) -> str:
+    """The one-screen summary printed by ``check-config``: effective values, issuer by issuer."""
+    lines = [
+        f"listen {config.listen}  admin {config.admin_listen}  workers {config.workers}"
+        f"  tls {'on' if config.tls else 'off'}",
+        f"upstream {config.upstream.url} (timeout {config.upstream.timeout_seconds:g}s)",
+        f"limits body {config.limits.max_body_bytes} B, headers {config.limits.header_timeout_seconds:g}s,"
+        f" body {config.limits.body_timeout_seconds:g}s, in flight {config.limits.max_inflight}",
+        f"replay {config.replay.store}"
+        + (f" {config.replay.redis_url}" if config.replay.redis_url else "")
+        + f" (max {config.replay.max_entries} entries)",
+        f"forward prefix {config.forward.header_prefix} claims header {config.forward.claims_header}"
+        f" keep_token {str(config.forward.keep_token).lower()}",
+        f"issuers ({len(config.issuers)}):",
+    ]
+    for i in config.issuers:
+        body = (
+            f"{i.body_hash.claim} {i.body_hash.encoding} over {i.body_hash.over}"
+            if i.body_hash
+            else "off"
+        )
+        lines += [
+            f"  - {i.name}: path {i.path_prefix}  iss {i.issuer or '(any, by path)'}",
+            f"      jwks {i.jwks_url} (ttl {i.jwks.ttl_seconds:g}s, refetch >= "
+            f"{i.jwks.min_refresh_interval_seconds:g}s, stale <= {i.jwks.max_stale_seconds:g}s)",
+            f"      algorithms {','.join(i.algorithms)}  types {','.join(i.allowed_types)}"
+            f"  require_kid {str(i.require_kid).lower()}  audiences {','.join(i.audiences) or '-'}",
+            f"      skew {i.clock_skew_seconds:g}s  max age {i.max_token_age_seconds:g}s"
+            f"  max lifetime {i.max_lifetime_seconds:g}s  require {','.join(i.require_claims) or '-'}",
+            f"      replay key {i.replay_key}  body hash {body}",
+            "      forward "
+            + (", ".join(f"{c}->{h}" for c, h in i.forward_claims) or "(claims header only)"),
+        ]
+    return "\n".join(lines)
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for line in e.problems:
+            print(f"config error: {line}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jwksgate", description="Verifying gateway for signed webhook pushes."
+    )
+    parser.add_argument("--version", action="version", version=f"jwksgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    run.add_argument("--config", default=os.environ.get("JWKSGATE_CONFIG"))
+    run.add_argument("--log-level", default=os.environ.get("JWKSGATE_LOG_LEVEL", "INFO"))
+    check = sub.add_parser("check-config", help="validate a config and print a summary")
+    check.add_argument("file")
+    demo = sub.add_parser("demo", help="run an embedded issuer, backend and gateway, and show")
+    demo.add_argument("--port", type=int, default=8480, help="gateway port (default 8480)")
+    demo.add_argument("--no-wait", action="store_true", help="exit after the scripted pushes")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        config = _load(args.file)
+        if config is None:
+            return 1
+        print(summary(config))
+        print("config OK")
+        return 0
+    if args.command == "run":
+        if not args.config:
+            print("config error: --config FILE (or JWKSGATE_CONFIG) is required", file=sys.stderr)
+            return 2
+        config = _load(args.config)
+        if config is None:
+            return 1
+        configure_logging(args.log_level.upper())
+        from gateway.server import serve
+
+        asyncio.run(serve(config))
+        return 0
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        configure_logging("WARNING")
+        return asyncio.run(run_demo(args.port, wait=not args.no_wait))
+    return 2  # pragma: no cover - argparse rejects other commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

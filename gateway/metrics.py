@@ -1,0 +1,187 @@
+"""Prometheus metrics: one registry per gateway, names fixed by the contract (§5).
+
+Label values are always bounded: ``issuer`` is a configured name (or ``unknown``), ``reason`` one of
+the reason codes, ``outcome``/``result``/``status_class`` fixed vocabularies. Nothing taken from a
+request (a kid, an iss, a path) ever becomes a label value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from gateway import __version__
+
+__all__ = ["CONTENT_TYPE", "Metrics", "status_class"]
+
+# The `_created` series double every counter's cardinality and no dashboard uses them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+# Verification itself is tens of microseconds; a forwarded request is dominated by the backend.
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+
+
+def status_class(status: int) -> str:
+    """``2xx``..``5xx`` for an HTTP status, ``error`` for no response at all (status 0)."""
+    if 100 <= status <= 599:
+        return f"{status // 100}xx"
+    return "error"
+
+
+class Metrics:
+    """Every metric the gateway exports, on a private registry (tests run many gateways)."""
+
+    def __init__(self, issuers: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "jwksgate_requests",
+            "Requests by issuer, outcome (forwarded, rejected, error) and reason code.",
+            ["issuer", "outcome", "reason"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "jwksgate_request_duration_seconds",
+            "Time from request start to the answer, by issuer and outcome.",
+            ["issuer", "outcome"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "jwksgate_upstream_duration_seconds",
+            "Time the backend took to answer a forwarded push, by status class.",
+            ["status_class"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "jwksgate_inflight_requests",
+            "Requests being handled on the webhook listener right now.",
+            registry=r,
+        )
+        self.claim_headers_omitted = Counter(
+            "jwksgate_claim_headers_omitted",
+            "forward_claims headers left out because the value exceeded 4096 bytes.",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_fetches = Counter(
+            "jwksgate_jwks_fetches",
+            "JWKS fetches by issuer and result (success, failure, not_modified).",
+            ["issuer", "result"],
+            registry=r,
+        )
+        self.jwks_fetch_duration = Histogram(
+            "jwksgate_jwks_fetch_duration_seconds",
+            "Time a JWKS fetch took, whatever its result.",
+            ["issuer"],
+            buckets=FETCH_BUCKETS,
+            registry=r,
+        )
+        self.jwks_last_success = Gauge(
+            "jwksgate_jwks_last_success_timestamp_seconds",
+            "Unix time of the last successful JWKS fetch (0 before the first).",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_keys = Gauge(
+            "jwksgate_jwks_keys",
+            "Usable keys in the issuer's current key set.",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_age = Gauge(
+            "jwksgate_jwks_age_seconds",
+            "Seconds since the last successful JWKS fetch (-1 before the first).",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_keys_dropped = Counter(
+            "jwksgate_jwks_keys_dropped",
+            "Keys of a fetched JWKS that were refused (weak, oct, enc, malformed, duplicate kid).",
+            ["issuer", "reason"],
+            registry=r,
+        )
+        self.jwks_rotations = Counter(
+            "jwksgate_jwks_key_rotations",
+            "Key sets fetched whose kids differ from the previous set's.",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_refetch_suppressed = Counter(
+            "jwksgate_jwks_refetches_suppressed",
+            "Unknown-kid refetches refused by min_refresh_interval_seconds.",
+            ["issuer"],
+            registry=r,
+        )
+        self.kidless_attempts = Counter(
+            "jwksgate_kidless_verify_attempts",
+            "Signature checks spent on tokens without kid (require_kid: false).",
+            ["issuer"],
+            registry=r,
+        )
+        self.replay_entries = Gauge(
+            "jwksgate_replay_entries",
+            "Entries held by the replay store (memory: exact; redis: not tracked, -1).",
+            ["store"],
+            registry=r,
+        )
+        self.replay_store_duration = Histogram(
+            "jwksgate_replay_store_duration_seconds",
+            "Latency of replay store operations.",
+            ["store", "op"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.replay_store_errors = Counter(
+            "jwksgate_replay_store_errors",
+            "Replay store operations that failed (unreachable, timeout).",
+            ["store"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "jwksgate_ready",
+            "1 when /readyz answers 200, else 0.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "jwksgate_config_reloads",
+            "Configuration reloads by result (success, failure).",
+            ["result"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "jwksgate_build_info",
+            "Always 1; the version label says which build runs.",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__).set(1)
+        for name in issuers:
+            self.add_issuer(name)
+
+    def add_issuer(self, name: str) -> None:
+        """Create the per-issuer series at zero so dashboards and alerts see them at once."""
+        self.jwks_keys.labels(issuer=name).set(0)
+        self.jwks_age.labels(issuer=name).set(-1)
+        self.jwks_last_success.labels(issuer=name).set(0)
+        for result in ("success", "failure", "not_modified"):
+            self.jwks_fetches.labels(issuer=name, result=result)
+        self.jwks_refetch_suppressed.labels(issuer=name)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

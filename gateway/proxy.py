@@ -1,0 +1,214 @@
+"""Forwarding: what the backend receives (contract §3) and what goes back to the sender.
+
+The request is forwarded only after it is verified and its body fully read (store-and-forward up to
+``max_body_bytes``), with one clean framing: inbound ``Content-Length``/``Transfer-Encoding`` are
+never copied, aiohttp's client computes them for the bytes it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.config import ForwardConfig, IssuerConfig, UpstreamConfig
+from gateway.errors import Rejection
+
+__all__ = [
+    "ISSUER_HEADER",
+    "MAX_CLAIM_HEADER_BYTES",
+    "Upstream",
+    "header_value",
+    "response_headers",
+    "upstream_headers",
+]
+
+ISSUER_HEADER = "X-Jwt-Issuer"
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_CLAIM_HEADER_BYTES = 4096
+# Responses up to this size are read whole (cheaper); larger or unsized ones are streamed.
+_BUFFERED_RESPONSE_BYTES = 256 * 1024
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Framing and routing headers the client library sets for the bytes it actually sends.
+_NOT_COPIED = frozenset({"host", "content-length", "expect"})
+_FORWARDED_FOR = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+
+
+def _norm(name: str) -> str:
+    # Some backends (CGI, WSGI) fold "_" into "-": X_Jwt_Sub must be stripped like X-Jwt-Sub.
+    return name.lower().replace("_", "-")
+
+
+def header_value(value: Any) -> str:
+    """A claim as a header value: printable ASCII strings as is, anything else as compact JSON
+    with non-ASCII and control characters escaped (never a raw CR, LF, NUL or DEL)."""
+    if isinstance(value, str) and _PRINTABLE_RE.fullmatch(value):
+        return value
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("\x7f", "\\u007f")
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", []):
+        tokens.update(_norm(t.strip()) for t in value.split(",") if t.strip())
+    return tokens
+
+
+def gateway_header_names(forward: ForwardConfig, issuers: Iterable[IssuerConfig]) -> frozenset[str]:
+    """Every header name the gateway itself sets, normalised; inbound copies are removed."""
+    names = {ISSUER_HEADER, forward.claims_header, REQUEST_ID_HEADER, *_FORWARDED_FOR}
+    for issuer in issuers:
+        names.update(header for _claim, header in issuer.forward_claims)
+    return frozenset(_norm(n) for n in names)
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    forward: ForwardConfig,
+    gateway_headers: frozenset[str],
+    issuer: IssuerConfig,
+    claims: Mapping[str, Any],
+    payload_segment: str,
+    client: str,
+    proto: str,
+    host: str,
+    request_id: str,
+) -> tuple[CIMultiDict[str], int]:
+    """The headers sent to the backend, and how many claim headers were left out as too long."""
+    listed = _connection_tokens(incoming)
+    prefix = _norm(forward.header_prefix)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        n = _norm(name)
+        if (
+            n in _HOP_BY_HOP
+            or n in listed
+            or n in _NOT_COPIED
+            or n in gateway_headers
+            or n.startswith(prefix)
+            or (n == "authorization" and not forward.keep_token)
+        ):
+            continue
+        out.add(name, value)
+    out["X-Forwarded-For"] = client
+    out["X-Forwarded-Proto"] = proto
+    out["X-Forwarded-Host"] = header_value(host)
+    out[REQUEST_ID_HEADER] = request_id
+    out[ISSUER_HEADER] = issuer.name
+    # The payload segment is already base64url (no padding) of the verified claims JSON: the
+    # exact signed bytes, with no re-serialisation on the hot path.
+    out[forward.claims_header] = payload_segment
+    omitted = 0
+    for claim, header in issuer.forward_claims:
+        if claim not in claims:
+            continue
+        value = header_value(claims[claim])
+        if len(value) > MAX_CLAIM_HEADER_BYTES:
+            omitted += 1
+            continue
+        out[header] = value
+    return out, omitted
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The backend's response headers less hop-by-hop ones (and the framing aiohttp redoes)."""
+    listed = _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        n = name.lower()
+        if n in _HOP_BY_HOP or n in listed or n == "content-length":
+            continue
+        out.add(name, value)
+    return out
+
+
+class Upstream:
+    """One pooled client session to the backend."""
+
+    def __init__(self, cfg: UpstreamConfig, ssl: Any = None) -> None:
+        self.cfg = cfg
+        self.timeout = aiohttp.ClientTimeout(
+            total=cfg.timeout_seconds, sock_connect=cfg.connect_timeout_seconds
+        )
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=cfg.max_connections, ssl=ssl if ssl is not None else True
+            ),
+            # The body goes back byte for byte: never decompress, never add headers.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+
+    async def open(
+        self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes
+    ) -> aiohttp.ClientResponse:
+        """Send the request; return once the backend's status and headers have arrived."""
+        try:
+            return await self.session.request(
+                method,
+                self.cfg.url + path_qs,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
+        except TimeoutError:
+            raise Rejection("upstream_timeout", "the backend did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise Rejection(
+                "upstream_unavailable", f"the backend cannot be reached ({type(e).__name__})"
+            ) from None
+
+    async def relay(
+        self, request: web.BaseRequest, up: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """The backend's response, unchanged but for hop-by-hop headers."""
+        headers = response_headers(up.headers)
+        size = up.content_length
+        try:
+            if size is not None and size <= _BUFFERED_RESPONSE_BYTES:
+                try:
+                    body = await up.read()
+                except TimeoutError:
+                    raise Rejection("upstream_timeout", "the backend's answer stalled") from None
+                except (aiohttp.ClientError, OSError):
+                    raise Rejection(
+                        "upstream_unavailable", "the backend's answer broke off"
+                    ) from None
+                return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
+            resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+            if size is not None:
+                resp.content_length = size
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            up.release()
+
+    async def close(self) -> None:
+        await self.session.close()

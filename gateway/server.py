@@ -1,0 +1,248 @@
+"""Listeners and the process lifecycle: the webhook port, the admin port, header deadlines and a
+graceful drain on SIGTERM (contract §6).
+
+aiohttp has no header-read timeout (a slowloris can dribble headers forever), so each connection
+of the webhook port is wrapped in a small protocol that starts a deadline whenever the connection
+is waiting for a request and answers 408 ``request_timeout`` when the headers are not complete in
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.app import Gateway, build_admin_app
+from gateway.config import Config
+from gateway.errors import Rejection
+from gateway.replay import ReplayStore
+
+__all__ = ["RunningGateway", "run_gateway", "serve"]
+
+log = logging.getLogger("jwksgate")
+
+
+def _timeout_response() -> bytes:
+    body = json.dumps(
+        {"error": "request_timeout", "detail": "the request headers did not arrive in time"}
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+class _HeaderDeadline(asyncio.Protocol):
+    """Delegates to aiohttp's protocol; owns the header deadline of one connection."""
+
+    def __init__(self, inner: RequestHandler, server: _GuardedServer) -> None:
+        self.inner = inner
+        self.server = server
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def _arm(self) -> None:
+        if self.timer is None and not self.busy:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.server.header_timeout, self._expired)
+
+    def disarm(self) -> None:
+        self.busy = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def idle(self) -> None:
+        self.busy = False
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.busy or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(_timeout_response())
+        self.transport.close()
+        self.server.on_header_timeout()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.guards[self.inner] = self
+        self.inner.connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        self.inner.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.server.guards.pop(self.inner, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _GuardedServer(web.Server):
+    def __init__(
+        self, handler: Any, header_timeout: float, on_header_timeout: Callable[[], None], **kw: Any
+    ) -> None:
+        super().__init__(handler, **kw)
+        self.header_timeout = header_timeout
+        self.on_header_timeout = on_header_timeout
+        self.guards: dict[RequestHandler, _HeaderDeadline] = {}
+
+    def __call__(self) -> Any:  # the protocol factory handed to loop.create_server
+        return _HeaderDeadline(super().__call__(), self)
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    url: str
+    admin_url: str
+    proxy_runner: web.BaseRunner
+    admin_runner: web.AppRunner
+    drained: bool = False
+
+    async def drain(self) -> None:
+        """Readiness 503 at once, stop listening, let in-flight requests finish within the
+        grace period (``shutdown_grace_seconds``); the admin port keeps answering meanwhile."""
+        if self.drained:
+            return
+        self.drained = True
+        self.gateway.draining = True
+        self.gateway.metrics.ready.set(0)
+        await self.proxy_runner.cleanup()
+
+
+def _server_ssl(config: Config) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    store: ReplayStore | None = None,
+    reuse_port: bool = False,
+) -> AsyncIterator[RunningGateway]:
+    """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers."""
+    gw = await Gateway.create(config, clock=clock, store=store)
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        guard = server.guards.get(request.protocol)
+        if guard is not None:
+            guard.disarm()
+        try:
+            return await gw.handle(request)
+        finally:
+            if guard is not None:
+                guard.idle()
+
+    def on_header_timeout() -> None:
+        r = Rejection("request_timeout", "the request headers did not arrive in time")
+        gw.metrics.requests.labels(issuer="unknown", outcome="rejected", reason=r.reason).inc()
+        gw.access.write(
+            {"ts": round(time.time(), 3), "event": "request", "issuer": "unknown",
+             "outcome": "rejected", "reason": r.reason, "status": 408, "detail": r.detail},
+            rejected=True,
+        )  # fmt: skip
+
+    limits = config.limits
+    server = _GuardedServer(
+        handler,
+        limits.header_timeout_seconds,
+        on_header_timeout,
+        # Hash and forward the body exactly as received (gzip stays gzip).
+        auto_decompress=False,
+        access_log=None,
+        keepalive_timeout=75.0,
+        max_field_size=8190,
+        max_headers=128,
+    )
+    proxy_runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_grace_seconds)
+    admin_runner = web.AppRunner(build_admin_app(gw), access_log=None, shutdown_timeout=2.0)
+    await proxy_runner.setup()
+    await admin_runner.setup()
+    running: RunningGateway | None = None
+    try:
+        site = web.TCPSite(
+            proxy_runner,
+            config.listen.host,
+            config.listen.port,
+            ssl_context=_server_ssl(config),
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        await site.start()
+        admin_site = web.TCPSite(admin_runner, config.admin_listen.host, config.admin_listen.port)
+        await admin_site.start()
+        scheme = "https" if config.tls else "http"
+        host, port = proxy_runner.addresses[0][:2]
+        ahost, aport = admin_runner.addresses[0][:2]
+        gw.start_background()
+        running = RunningGateway(
+            gateway=gw,
+            url=f"{scheme}://{_host(host)}:{port}",
+            admin_url=f"http://{_host(ahost)}:{aport}",
+            proxy_runner=proxy_runner,
+            admin_runner=admin_runner,
+        )
+        yield running
+    finally:
+        gw.draining = True
+        if running is None or not running.drained:
+            await proxy_runner.cleanup()
+        await admin_runner.cleanup()
+        await gw.close()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(config: Config, *, reuse_port: bool = False) -> None:
+    """Run until SIGTERM/SIGINT, then drain: readiness 503, stop accepting, finish in-flight."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_gateway(config, reuse_port=reuse_port) as running:
+        log.info(
+            "jwksgate listening on %s (admin %s), %d issuers",
+            running.url,
+            running.admin_url,
+            len(config.issuers),
+        )
+        await stop.wait()
+        log.info("signal received: draining for up to %ss", config.shutdown_grace_seconds)
+        await running.drain()
+    log.info("stopped")

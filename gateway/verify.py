@@ -1,0 +1,312 @@
+"""Token decisions as pure functions over parsed input; each failure is one ``Rejection``.
+
+The order of the checks is the order of a request: the bearer credential, the compact-JWS shape
+(before any library sees the token), routing to one issuer, the header (``alg`` from the issuer's
+allow-list, ``typ``, ``crit``, ``b64``, ``kid``), the signature (done by the caller with a key the
+gateway looked up itself), the claims, the body binding, and finally the replay key.
+``jku``, ``x5u``, ``x5c`` and an embedded ``jwk`` are never read: keys come only from the
+issuer's configured JWKS URL (RFC 8725 3.10).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import BodyHashConfig, IssuerConfig
+from gateway.errors import Rejection
+from gateway.jsonstrict import dumps_compact, loads_strict
+
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "ParsedToken",
+    "candidates",
+    "check_body_hash",
+    "check_claims",
+    "check_header",
+    "extract_bearer",
+    "parse_token",
+    "replay_key",
+    "replay_ttl",
+    "route",
+]
+
+MAX_TOKEN_LENGTH = 8192
+MAX_KID_LENGTH = 256
+MAX_JTI_LENGTH = 256
+_COMPACT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S*) *")
+_HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    header: dict[str, Any]
+    claims: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+    payload_segment: str
+
+
+def extract_bearer(authorization: Sequence[str]) -> str:
+    """The token of the single ``Authorization: Bearer`` header (RFC 6750 2.1)."""
+    if not authorization:
+        raise Rejection("missing_token", "no Authorization header")
+    if len(authorization) > 1:
+        raise Rejection("malformed_request", "more than one Authorization header")
+    m = _BEARER_RE.fullmatch(authorization[0])
+    if m is None:
+        raise Rejection("missing_token", "the Authorization header is not a Bearer token")
+    if not m.group(1):
+        raise Rejection("malformed_token", "the Bearer token is empty")
+    return m.group(1)
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Strict base64url without padding: the only encoding of the bytes that is accepted.
+
+    Python's decoder ignores spare bits, so "non-canonical" encodings of one token would decode
+    alike; re-encoding and comparing rejects them.
+    """
+    if len(segment) % 4 == 1:
+        raise ValueError("impossible base64url length")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("non-canonical base64url")
+    return raw
+
+
+def b64url_encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def parse_token(token: str) -> ParsedToken:
+    """Shape-check and decode a compact JWS; nothing is trusted yet."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Rejection("malformed_token", f"the token is longer than {MAX_TOKEN_LENGTH} bytes")
+    if not _COMPACT_RE.fullmatch(token):
+        raise Rejection(
+            "malformed_token", "the token is not a compact JWS (three base64url segments)"
+        )
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    try:
+        header = loads_strict(b64url_decode(header_b64))
+        claims = loads_strict(b64url_decode(payload_b64))
+        signature = b64url_decode(signature_b64)
+    except (ValueError, binascii.Error):
+        raise Rejection("malformed_token", "a token segment is not strict base64url JSON") from None
+    if not isinstance(header, dict):
+        raise Rejection("malformed_token", "the token header is not a JSON object")
+    if not isinstance(claims, dict):
+        raise Rejection("malformed_token", "the token payload is not a JSON object")
+    return ParsedToken(
+        header=header,
+        claims=claims,
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+        payload_segment=payload_b64,
+    )
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    # Segment-wise: "/orders" covers "/orders" and "/orders/x" but not "/ordersx".
+    if prefix == "/" or path == prefix:
+        return True
+    base = prefix.rstrip("/")
+    return path.startswith(base + "/") or path == base
+
+
+def candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]:
+    """Issuers whose ``path_prefix`` covers ``path``, longest prefix first."""
+    matching = [i for i in issuers if _prefix_matches(i.path_prefix, path)]
+    return sorted(matching, key=lambda i: len(i.path_prefix.rstrip("/")), reverse=True)
+
+
+def route(
+    cands: Sequence[IssuerConfig], all_issuers: Sequence[IssuerConfig], claims: Mapping[str, Any]
+) -> IssuerConfig:
+    """The one issuer a token is checked against (contract §2, Routing)."""
+    if not cands:
+        raise Rejection("unknown_issuer", "no trusted issuer is configured for this path")
+    if "iss" not in claims:
+        if len(cands) == 1:
+            return cands[0]
+        raise Rejection(
+            "unknown_issuer", "the token has no iss and several issuers serve this path"
+        )
+    iss = claims["iss"]
+    if not isinstance(iss, str):
+        raise Rejection("bad_issuer", "the token's iss is not a string")
+    for c in cands:
+        if c.issuer == iss:
+            return c
+    if any(i.issuer == iss for i in all_issuers):
+        raise Rejection("bad_issuer", "the token's issuer is not accepted on this path")
+    raise Rejection("unknown_issuer", "the token's iss is not a trusted issuer")
+
+
+def check_header(header: Mapping[str, Any], issuer: IssuerConfig) -> tuple[str, str | None]:
+    """Return ``(alg, kid)`` when the protected header is acceptable for ``issuer``."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in issuer.algorithms:
+        shown = alg[:20] if isinstance(alg, str) else type(alg).__name__
+        raise Rejection("disallowed_algorithm", f"alg {shown!r} is not allowed for this issuer")
+    if "crit" in header:
+        raise Rejection("malformed_token", "critical header extensions are not supported")
+    if "b64" in header:
+        raise Rejection("malformed_token", "the b64 header parameter is not allowed in a JWT")
+    if "enc" in header or "zip" in header:
+        raise Rejection("malformed_token", "encrypted or compressed tokens are not accepted")
+    typ = header.get("typ")
+    if typ is not None:
+        allowed = {t.lower() for t in issuer.allowed_types}
+        t = typ.lower() if isinstance(typ, str) else None
+        if t is None or (t not in allowed and t.removeprefix("application/") not in allowed):
+            raise Rejection("disallowed_type", "the token's typ is not accepted")
+    cty = header.get("cty")
+    if isinstance(cty, str) and cty.lower() in ("jwt", "application/jwt"):
+        raise Rejection("disallowed_type", "nested tokens (cty: JWT) are not accepted")
+    kid = header.get("kid")
+    if kid is None:
+        if issuer.require_kid:
+            raise Rejection("missing_kid", "the token header has no kid")
+        return alg, None
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+        raise Rejection("malformed_token", "the kid is not a string of 1-256 characters")
+    return alg, kid
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Rejection("invalid_claim", f"{name} is not a NumericDate")
+    return float(value)
+
+
+def check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
+    """Required claims, types, time window, audience and jti, for a verified payload."""
+    for name in issuer.require_claims:
+        if name not in claims:
+            raise Rejection("missing_claim", f"the token has no {name} claim")
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp is None and iat is None:
+        # Without either the token would be valid forever and could outlive its replay entry.
+        raise Rejection("missing_claim", "the token has neither exp nor iat")
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH):
+        raise Rejection("invalid_claim", "jti is not a string of 1-256 characters")
+    if "sub" in claims and not isinstance(claims["sub"], str):
+        raise Rejection("invalid_claim", "sub is not a string")
+    skew = issuer.clock_skew_seconds
+    if exp is not None and now > exp + skew:
+        raise Rejection("expired", "the token has expired")
+    if nbf is not None and nbf > now + skew:
+        raise Rejection("not_yet_valid", "the token is not valid yet (nbf)")
+    if iat is not None:
+        if iat > now + skew:
+            raise Rejection("not_yet_valid", "the token was issued in the future (iat)")
+        if now - iat > issuer.max_token_age_seconds + skew:
+            raise Rejection("token_too_old", "the token was issued too long ago (iat)")
+    if exp is not None:
+        lifetime = exp - iat if iat is not None else exp - now - skew
+        if lifetime > issuer.max_lifetime_seconds:
+            raise Rejection("lifetime_too_long", "the token's lifetime exceeds the maximum")
+    _check_audience(claims, issuer)
+
+
+def _check_audience(claims: Mapping[str, Any], issuer: IssuerConfig) -> None:
+    if "aud" not in claims:
+        if issuer.audiences:
+            raise Rejection("bad_audience", "the token has no aud")
+        return
+    aud = claims["aud"]
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not all(isinstance(a, str) for a in values):
+        raise Rejection("invalid_claim", "aud is not a string or a list of strings")
+    # RFC 7519 4.1.3: a recipient that cannot identify itself in a present aud must reject.
+    if not set(values) & set(issuer.audiences):
+        raise Rejection("bad_audience", "the token is not meant for this audience")
+
+
+def _claimed_digest(claims: Mapping[str, Any], rule: BodyHashConfig) -> bytes:
+    if rule.claim not in claims:
+        raise Rejection("missing_claim", f"the token has no {rule.claim} claim")
+    value = claims[rule.claim]
+    if not isinstance(value, str):
+        raise Rejection("invalid_claim", f"{rule.claim} is not a string")
+    try:
+        if rule.encoding == "hex":
+            if not _HEX64_RE.fullmatch(value):
+                raise ValueError
+            return bytes.fromhex(value)
+        digest = b64url_decode(value)
+        if len(digest) != 32:
+            raise ValueError
+        return digest
+    except (ValueError, binascii.Error):
+        raise Rejection(
+            "invalid_claim", f"{rule.claim} is not a SHA-256 digest in {rule.encoding}"
+        ) from None
+
+
+def _compact_json(body: bytes) -> bytes | None:
+    try:
+        return dumps_compact(loads_strict(body))
+    except ValueError:
+        return None
+
+
+def check_body_hash(claims: Mapping[str, Any], body: bytes, rule: BodyHashConfig) -> None:
+    """The claimed SHA-256 must equal the hash of the body received (or of its compact JSON)."""
+    claimed = _claimed_digest(claims, rule)
+    if rule.over in ("raw", "raw_or_json") and hmac.compare_digest(
+        claimed, hashlib.sha256(body).digest()
+    ):
+        return
+    if rule.over in ("json", "raw_or_json"):
+        compact = _compact_json(body)
+        if compact is not None and hmac.compare_digest(claimed, hashlib.sha256(compact).digest()):
+            return
+    raise Rejection("body_hash_mismatch", "the body does not match the token's body hash")
+
+
+def replay_key(issuer: IssuerConfig, token: ParsedToken) -> bytes:
+    """The replay-store key: SHA-256 of (issuer, jti), or of the signed header.payload.
+
+    Never the whole token: an ECDSA signature can be re-written (r, n-s) and still verify.
+    """
+    if issuer.replay_key == "jti":
+        jti = token.claims.get("jti")
+        if not isinstance(jti, str):
+            raise Rejection("missing_claim", "the token has no jti claim")
+        material = (
+            b"jti\x00" + issuer.name.encode() + b"\x00" + jti.encode("utf-8", "surrogatepass")
+        )
+    else:
+        material = b"tok\x00" + issuer.name.encode() + b"\x00" + token.signing_input
+    return hashlib.sha256(material).digest()
+
+
+def replay_ttl(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> float:
+    """How long the replay key must be kept: the rest of the token's validity plus the skew."""
+    ends = []
+    exp = claims.get("exp")
+    iat = claims.get("iat")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        ends.append(float(exp))
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        ends.append(float(iat) + issuer.max_token_age_seconds)
+    # The token stops being acceptable at the earlier of exp and iat + max age (plus skew).
+    remaining = min(ends, default=now) - now + issuer.clock_skew_seconds
+    return max(remaining, issuer.max_token_age_seconds)
