@@ -24,6 +24,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
 
+from gateway.errors import REASONS as gateway_reasons
 from gateway.metrics import Metrics, status_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,39 +43,9 @@ RATE_INTERVAL = "$__rate_interval"
 # Labels the scrape adds to every series (Prometheus' job and instance, the Kubernetes namespace).
 TARGET_LABELS = frozenset({"job", "instance", "namespace"})
 SEVERITIES = frozenset({"warning", "critical"})
-# Label vocabularies of the contract (§4, §5): a misspelt value matches nothing, like a bad name.
-REASONS = frozenset(
-    {
-        "malformed_request",
-        "missing_token",
-        "malformed_token",
-        "unknown_issuer",
-        "disallowed_algorithm",
-        "disallowed_type",
-        "missing_kid",
-        "unknown_kid",
-        "bad_signature",
-        "expired",
-        "not_yet_valid",
-        "token_too_old",
-        "lifetime_too_long",
-        "bad_issuer",
-        "bad_audience",
-        "missing_claim",
-        "invalid_claim",
-        "body_hash_mismatch",
-        "request_timeout",
-        "replayed",
-        "body_too_large",
-        "upstream_unavailable",
-        "upstream_timeout",
-        "jwks_unavailable",
-        "replay_store_unavailable",
-        "replay_store_full",
-        "overloaded",
-        "shutting_down",
-    }
-)
+# Label vocabularies (contract §4, §5): a misspelt value matches nothing, like a misspelt name.
+# Forwarded requests are counted with reason "none".
+REASONS = frozenset(gateway_reasons) | {"none"}
 VOCABULARIES: Mapping[str, frozenset[str]] = {
     "outcome": frozenset({"forwarded", "rejected", "error"}),
     "result": frozenset({"success", "failure", "not_modified"}),
