@@ -18,17 +18,19 @@ __all__ = ["main", "summary"]
 
 def summary(config: Config) -> str:
     """The one-screen summary printed by ``check-config``: effective values, issuer by issuer."""
+    lim = config.limits
     lines = [
         f"listen {config.listen}  admin {config.admin_listen}  workers {config.workers}"
         f"  tls {'on' if config.tls else 'off'}",
         f"upstream {config.upstream.url} (timeout {config.upstream.timeout_seconds:g}s)",
-        f"limits body {config.limits.max_body_bytes} B, headers {config.limits.header_timeout_seconds:g}s,"
-        f" body {config.limits.body_timeout_seconds:g}s, in flight {config.limits.max_inflight}",
+        f"limits body {lim.max_body_bytes} B, headers {lim.header_timeout_seconds:g}s,"
+        f" body {lim.body_timeout_seconds:g}s, in flight {lim.max_inflight}",
         f"replay {config.replay.store}"
         + (f" {config.replay.redis_url}" if config.replay.redis_url else "")
         + f" (max {config.replay.max_entries} entries)",
-        f"forward prefix {config.forward.header_prefix} claims header {config.forward.claims_header}"
-        f" keep_token {str(config.forward.keep_token).lower()}",
+        f"forward prefix {config.forward.header_prefix}"
+        f"  claims header {config.forward.claims_header}"
+        f"  keep_token {str(config.forward.keep_token).lower()}",
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:
@@ -44,7 +46,8 @@ def summary(config: Config) -> str:
             f"      algorithms {','.join(i.algorithms)}  types {','.join(i.allowed_types)}"
             f"  require_kid {str(i.require_kid).lower()}  audiences {','.join(i.audiences) or '-'}",
             f"      skew {i.clock_skew_seconds:g}s  max age {i.max_token_age_seconds:g}s"
-            f"  max lifetime {i.max_lifetime_seconds:g}s  require {','.join(i.require_claims) or '-'}",
+            f"  max lifetime {i.max_lifetime_seconds:g}s"
+            f"  require {','.join(i.require_claims) or '-'}",
             f"      replay key {i.replay_key}  body hash {body}",
             "      forward "
             + (", ".join(f"{c}->{h}" for c, h in i.forward_claims) or "(claims header only)"),

@@ -194,7 +194,7 @@ _MAX_AGE_RE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def cache_lifetime(cache_control: str | None, ttl: float, floor: float) -> float:
-    """The refresh period: ``ttl``, shortened by ``Cache-Control: max-age``, never below ``floor``."""
+    """The refresh period: ``ttl``, shortened by ``Cache-Control: max-age``, floored."""
     if not cache_control:
         return ttl
     if "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():

@@ -280,9 +280,9 @@ async def world(
             yield w
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
     """Poll a condition (a readiness flag, a counter); fails the test if it never holds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
