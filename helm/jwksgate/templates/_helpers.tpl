@@ -125,6 +125,9 @@ Checks what the values schema cannot: fails the render with every problem, one p
 {{- if not $v.config.issuers }}
 {{- $errors = append $errors "config.issuers needs at least one issuer (name, issuer, jwks_url): without one every push is rejected" }}
 {{- end }}
+{{- if hasKey $v.config "workers" }}
+{{- $errors = append $errors "config.workers: set the top-level value `workers` instead (the chart writes it into config.yaml)" }}
+{{- end }}
 {{- $replay := $v.config.replay | default dict }}
 {{- $store := get $replay "store" | default "memory" }}
 {{- $replicas := int (get . "replicas" | default 1) }}
