@@ -12,6 +12,7 @@ a skipped chart test would look like a passing one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from gateway import config as gateway_config
+from gateway.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "jwksgate"
@@ -428,6 +432,25 @@ def test_config_yaml_is_rendered_from_values(helm: Helm) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(STANDALONE, id="standalone"),
+        pytest.param(merged(STANDALONE, PRODUCTION), id="production"),
+    ],
+)
+def test_rendered_config_is_accepted_by_the_gateway(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch, values: dict[str, Any]
+) -> None:
+    """The values mirror the config file: what the chart mounts, the gateway must load."""
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    _, raw = mounted_config(helm.template(values))
+    config = parse_config(raw)
+    assert [i.name for i in config.issuers] == [i["name"] for i in ISSUERS]
+    assert config.workers == values.get("workers", 1)
+    assert config.replay.store == raw["replay"]["store"]
+
+
 def test_checksum_is_the_hash_of_the_mounted_config(helm: Helm) -> None:
     manifests = helm.template(STANDALONE)
     text, _ = mounted_config(manifests)
@@ -528,6 +551,41 @@ def test_schema_rejects_bad_values(helm: Helm, override: dict[str, Any], message
     error = helm.template_error(merged(STANDALONE, override))
     assert "schema" in error
     assert message in error
+
+
+def test_schema_knows_exactly_the_config_keys_the_gateway_accepts() -> None:
+    """values.schema.json rejects unknown config keys at `helm install` time, so it must list the
+    same keys as the gateway's loader (one dataclass field per key), section by section."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config = schema["properties"]["config"]
+    issuer = config["properties"]["issuers"]["items"]
+    sections: dict[str, tuple[dict[str, Any], type]] = {
+        "config": (config, gateway_config.Config),
+        "config.tls": (config["properties"]["tls"], gateway_config.TlsConfig),
+        "config.upstream": (config["properties"]["upstream"], gateway_config.UpstreamConfig),
+        "config.limits": (config["properties"]["limits"], gateway_config.LimitsConfig),
+        "config.replay": (config["properties"]["replay"], gateway_config.ReplayConfig),
+        "config.forward": (config["properties"]["forward"], gateway_config.ForwardConfig),
+        "config.issuers[]": (issuer, gateway_config.IssuerConfig),
+        "config.issuers[].jwks": (issuer["properties"]["jwks"], gateway_config.JwksConfig),
+        "config.issuers[].body_hash": (
+            issuer["properties"]["body_hash"],
+            gateway_config.BodyHashConfig,
+        ),
+    }
+    for path, (section, cls) in sections.items():
+        assert section["additionalProperties"] is False, path
+        schema_keys = set(section["properties"])
+        gateway_keys = {f.name for f in dataclasses.fields(cls)}
+        assert schema_keys == gateway_keys, (
+            f"{path}: only in values.schema.json: {sorted(schema_keys - gateway_keys)}, "
+            f"only in gateway/config.py: {sorted(gateway_keys - schema_keys)}"
+        )
+
+
+def test_workers_is_set_at_the_top_level_only(helm: Helm) -> None:
+    error = helm.template_error(merged(STANDALONE, {"config": {"workers": 2}}))
+    assert "set the top-level value `workers` instead" in error
 
 
 # --- everything on ----------------------------------------------------------------------------
@@ -678,7 +736,7 @@ def test_sidecar_example_renders_valid_manifests(
     # jwksgate's port, and the mounted config forwards to the loopback address.
     _, config = mounted_config(manifests)
     assert config["upstream"]["url"] == "http://127.0.0.1:3000"
-    assert config["issuers"][0]["name"] == "orders"
+    assert [i.name for i in parse_config(config).issuers] == ["orders"]
     http_port = next(p for p in gateway["ports"] if p["name"] == "jwksgate-http")
     (service_port,) = one(manifests, "Service")["spec"]["ports"]
     assert service_port["targetPort"] == http_port["containerPort"] == 8080
