@@ -99,7 +99,12 @@ class Gateway:
     ) -> Gateway:
         metrics = metrics or Metrics(config.issuer_names())
         if store is None:
-            store = MemoryReplayStore(config.replay.max_entries, clock)
+            if config.replay.store == "redis":
+                from gateway.redis_store import RedisReplayStore
+
+                store = RedisReplayStore(config.replay, metrics)
+            else:
+                store = MemoryReplayStore(config.replay.max_entries, clock)
         jwks_session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
                 total=max(i.jwks.timeout_seconds for i in config.issuers)
@@ -208,7 +213,7 @@ class Gateway:
             verify.check_body_hash(token.claims, body, issuer.body_hash)
 
         key = verify.replay_key(issuer, token)
-        out.replay = key.hex()[:16]
+        out.replay = key[-32:].hex()[:16]
         hold = cfg.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
         if not await self.store.reserve(key, hold):
             raise Rejection("replayed", "this token was already delivered (or is in flight)")

@@ -79,6 +79,12 @@ class ReplayConfig:
     store: str = "memory"
     redis_url: str | None = None
     max_entries: int = 1_000_000
+    redis_mode: str = "standalone"
+    redis_pool_size: int = 64
+    redis_timeout_seconds: float = 0.5
+    redis_ca_file: str | None = None
+    key_prefix: str = "jwksgate:replay:"
+    on_store_error: str = "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +335,12 @@ def _replay(s: _Section) -> ReplayConfig:
         store=s.choice("store", d.store, ("memory", "redis")),
         redis_url=s.string("redis_url", None),
         max_entries=s.integer("max_entries", d.max_entries, 1),
+        redis_mode=s.choice("redis_mode", d.redis_mode, ("standalone", "cluster")),
+        redis_pool_size=s.integer("redis_pool_size", d.redis_pool_size, 1),
+        redis_timeout_seconds=s.number("redis_timeout_seconds", d.redis_timeout_seconds, 0.001),
+        redis_ca_file=s.string("redis_ca_file", None),
+        key_prefix=s.string("key_prefix", d.key_prefix),
+        on_store_error=s.choice("on_store_error", d.on_store_error, ("deny", "allow")),
     )
     if cfg.redis_url is not None and urlsplit(cfg.redis_url).scheme not in ("redis", "rediss"):
         s.problems.add(s.at("redis_url"), "must be a redis:// or rediss:// URL")

@@ -282,7 +282,8 @@ def check_body_hash(claims: Mapping[str, Any], body: bytes, rule: BodyHashConfig
 
 
 def replay_key(issuer: IssuerConfig, token: ParsedToken) -> bytes:
-    """The replay-store key: SHA-256 of (issuer, jti), or of the signed header.payload.
+    """The replay-store key: ``<issuer name>:`` + SHA-256 of the jti, or of the signed
+    header.payload (``replay_key: token``).
 
     Never the whole token: an ECDSA signature can be re-written (r, n-s) and still verify.
     """
@@ -295,7 +296,7 @@ def replay_key(issuer: IssuerConfig, token: ParsedToken) -> bytes:
         )
     else:
         material = b"tok\x00" + issuer.name.encode() + b"\x00" + token.signing_input
-    return hashlib.sha256(material).digest()
+    return issuer.name.encode() + b":" + hashlib.sha256(material).digest()
 
 
 def replay_ttl(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> float:

@@ -1,0 +1,199 @@
+"""The Redis replay store against a real redis-server (and a real 3-node Redis Cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+import pytest
+from redis import asyncio as aioredis
+
+from gateway.config import Config, parse_config
+from gateway.metrics import Metrics
+from gateway.redis_store import RedisReplayStore
+from gateway.server import RunningGateway, run_gateway
+from tests.redis_support import RedisProcess, redis_cluster, redis_server
+from tests.support import World, gateway_config, wait_until, world
+
+
+def store_for(url: str, **extra: object) -> RedisReplayStore:
+    cfg = parse_config(
+        {
+            "replay": {"store": "redis", "redis_url": url, **extra},
+            "issuers": [{"name": "x", "jwks_url": "http://127.0.0.1:1/j", "issuer": "x"}],
+        }
+    ).replay
+    return RedisReplayStore(cfg, Metrics())
+
+
+def redis_world(url: str, **replay: object) -> Callable[[World], Config]:
+    def configure(w: World) -> Config:
+        return gateway_config(
+            w.jwks_url, w.backend_url, replay={"store": "redis", "redis_url": url, **replay}
+        )
+
+    return configure
+
+
+async def post(http: aiohttp.ClientSession, url: str, token: str, body: bytes) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(url + "/hook", data=body, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_reserve_commit_release_semantics() -> None:
+    with redis_server() as r:
+        store = store_for(r.url)
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            key = b"sender:" + bytes(range(32))
+            assert await store.reserve(key, 5.0) is True
+            assert await store.reserve(key, 5.0) is False  # in flight elsewhere
+            name = store.redis_key(key)
+            assert name == "jwksgate:replay:sender:" + bytes(range(32)).hex()
+            assert 0 < await raw.pttl(name) <= 5000
+            await store.commit(key, 600.0)
+            assert 595_000 < await raw.pttl(name) <= 600_000
+            assert await store.reserve(key, 5.0) is False  # delivered: refused
+            other = b"sender:" + bytes(32)
+            assert await store.reserve(other, 5.0) is True
+            await store.release(other)
+            assert await raw.exists(store.redis_key(other)) == 0
+            assert await store.reserve(other, 5.0) is True  # the retry is accepted
+        finally:
+            await store.close()
+            await raw.aclose()
+
+
+async def test_release_never_frees_another_owners_reservation() -> None:
+    with redis_server() as r:
+        a, b = store_for(r.url), store_for(r.url)
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            key = b"sender:" + bytes(32)
+            assert await a.reserve(key, 5.0)
+            await raw.delete(a.redis_key(key))  # a's reservation expired meanwhile
+            assert await b.reserve(key, 5.0)
+            await a.release(key)  # late release by a
+            assert await raw.exists(b.redis_key(key)) == 1
+            assert await a.reserve(key, 5.0) is False
+        finally:
+            await a.close()
+            await b.close()
+            await raw.aclose()
+
+
+async def test_push_through_redis_store_and_replay_refused() -> None:
+    with redis_server() as r:
+        async with world(redis_world(r.url)) as w, aiohttp.ClientSession() as http:
+            body = b'{"n":1}'
+            token = w.token(body)
+            assert await post(http, w.url, token, body) == 200
+            assert await post(http, w.url, token, body) == 409
+            assert len(w.backend.received) == 1
+            raw = aioredis.Redis.from_url(r.url)
+            keys = [k.decode() async for k in raw.scan_iter("jwksgate:replay:*")]
+            await raw.aclose()
+            assert len(keys) == 1 and keys[0].startswith("jwksgate:replay:sender:")
+
+
+@asynccontextmanager
+async def two_gateways(w: World, url: str) -> AsyncIterator[tuple[RunningGateway, RunningGateway]]:
+    config = gateway_config(w.jwks_url, w.backend_url, replay={"store": "redis", "redis_url": url})
+    async with AsyncExitStack() as stack:
+        g1 = await stack.enter_async_context(run_gateway(config, clock=w.clock))
+        g2 = await stack.enter_async_context(run_gateway(config, clock=w.clock))
+        for g in (g1, g2):
+            await wait_until(lambda g=g: all(c.ready() for c in g.gateway.caches.values()))  # type: ignore[misc]
+        yield g1, g2
+
+
+async def test_two_replicas_share_replay_state() -> None:
+    with redis_server() as r:
+        async with (
+            world() as w,
+            two_gateways(w, r.url) as (g1, g2),
+            aiohttp.ClientSession() as http,
+        ):
+            body = b'{"event":"paid"}'
+            token = w.token(body)
+            assert await post(http, g1.url, token, body) == 200
+            assert await post(http, g2.url, token, body) == 409
+            # The same token sent to both replicas at the same instant: forwarded once.
+            racing = w.token(body)
+            before = len(w.backend.received)
+            statuses = await asyncio.gather(
+                *(post(http, g.url, racing, body) for g in (g1, g2) for _ in range(10))
+            )
+            assert sorted(statuses).count(200) == 1
+            assert set(statuses) == {200, 409}
+            assert len(w.backend.received) == before + 1
+
+
+async def test_redis_down_fails_closed_then_recovers_without_restart() -> None:
+    with redis_server() as r:
+        async with world(redis_world(r.url)) as w, aiohttp.ClientSession() as http:
+            body = b"{}"
+            assert await post(http, w.url, w.token(body), body) == 200
+            r.stop()
+            token = w.token(body)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(w.url + "/hook", data=body, headers=headers) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error"] == "replay_store_unavailable"
+                assert int(resp.headers["Retry-After"]) >= 1
+            async with http.get(w.admin_url + "/readyz") as resp:
+                assert resp.status == 503
+                assert "redis" in (await resp.json())["replay_store"]
+            assert len(w.backend.received) == 1
+            r.start()  # same port, empty: the gateway reconnects by itself
+            assert await post(http, w.url, token, body) == 200  # the refused push, retried
+            async with http.get(w.admin_url + "/readyz") as resp:
+                assert resp.status == 200
+            async with http.get(w.admin_url + "/metrics") as resp:
+                text = await resp.text()
+            assert 'jwksgate_replay_store_errors_total{store="redis"}' in text
+            refused = 'outcome="rejected",reason="replay_store_unavailable"} 1.0'
+            assert 'jwksgate_requests_total{issuer="sender",' + refused in text
+
+
+async def test_on_store_error_allow_forwards_without_replay_protection() -> None:
+    with redis_server() as r:
+        configure = redis_world(r.url, on_store_error="allow")
+        async with world(configure) as w, aiohttp.ClientSession() as http:
+            r.stop()
+            body = b"{}"
+            token = w.token(body)
+            assert await post(http, w.url, token, body) == 200
+            assert len(w.backend.received) == 1
+
+
+@pytest.mark.slow
+async def test_redis_cluster_mode() -> None:
+    with redis_cluster(3) as nodes:
+        url = f"redis://127.0.0.1:{nodes[0].port}/0"
+        async with (
+            world(redis_world(url, redis_mode="cluster")) as w,
+            aiohttp.ClientSession() as http,
+        ):
+            body = b'{"x":1}'
+            tokens = [w.token(body) for _ in range(20)]
+            assert [await post(http, w.url, t, body) for t in tokens] == [200] * 20
+            assert [await post(http, w.url, t, body) for t in tokens] == [409] * 20
+            assert len(w.backend.received) == 20
+            # The keys landed on more than one node: the store really is sharded.
+            per_node = []
+            for node in nodes:
+                raw = aioredis.Redis(port=node.port)
+                per_node.append(await raw.dbsize())
+                await raw.aclose()
+            assert sum(per_node) == 20
+            assert sum(1 for n in per_node if n) >= 2
+
+
+def test_redis_process_helper_uses_a_free_port() -> None:
+    with redis_server() as r:
+        assert isinstance(r, RedisProcess) and r.port not in (6379, 8080)
