@@ -131,6 +131,21 @@ class Gateway:
             self._tasks.append(asyncio.ensure_future(cache.run()))
         if isinstance(self.store, MemoryReplayStore):
             self.store.start()
+        self._tasks.append(asyncio.ensure_future(self._refresh_gauges()))
+
+    async def refresh_gauges(self) -> None:
+        """Gauges that are derived rather than counted: JWKS age, store size, readiness."""
+        for cache in self.caches.values():
+            cache.update_age_metric()
+        self.metrics.replay_entries.labels(store=self.store.name).set(self.store.entries())
+        await self.readiness()
+
+    async def _refresh_gauges(self) -> None:
+        # Scrapes refresh them too; this keeps them current where another process exports
+        # them (workers > 1).
+        while True:
+            await self.refresh_gauges()
+            await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -356,10 +371,7 @@ def build_admin_app(gw: Gateway) -> web.Application:
         return web.json_response(detail, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
-        for cache in gw.caches.values():
-            cache.update_age_metric()
-        gw.metrics.replay_entries.labels(store=gw.store.name).set(gw.store.entries())
-        await gw.readiness()
+        await gw.refresh_gauges()
         resp = web.Response(body=gw.metrics.exposition())
         resp.headers["Content-Type"] = CONTENT_TYPE
         return resp

@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config is None:
             return 1
         configure_logging(args.log_level.upper())
+        if config.workers > 1:
+            from gateway.workers import run_workers
+
+            return run_workers(config, args.log_level.upper())
         from gateway.server import serve
 
         asyncio.run(serve(config))

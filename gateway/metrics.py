@@ -43,7 +43,11 @@ def status_class(status: int) -> str:
 
 
 class Metrics:
-    """Every metric the gateway exports, on a private registry (tests run many gateways)."""
+    """Every metric the gateway exports, on a private registry (tests run many gateways).
+
+    With ``workers > 1`` the values live in prometheus-client's multiprocess files and the
+    supervisor exports them; each gauge says how workers combine (``multiprocess_mode``).
+    """
 
     def __init__(self, issuers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -71,6 +75,7 @@ class Metrics:
         self.inflight = Gauge(
             "jwksgate_inflight_requests",
             "Requests being handled on the webhook listener right now.",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.claim_headers_omitted = Counter(
@@ -96,18 +101,21 @@ class Metrics:
             "jwksgate_jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS fetch (0 before the first).",
             ["issuer"],
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.jwks_keys = Gauge(
             "jwksgate_jwks_keys",
             "Usable keys in the issuer's current key set.",
             ["issuer"],
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.jwks_age = Gauge(
             "jwksgate_jwks_age_seconds",
             "Seconds since the last successful JWKS fetch (-1 before the first).",
             ["issuer"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.jwks_keys_dropped = Counter(
@@ -138,6 +146,7 @@ class Metrics:
             "jwksgate_replay_entries",
             "Entries held by the replay store (memory: exact; redis: not tracked, -1).",
             ["store"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.replay_store_duration = Histogram(
@@ -156,6 +165,7 @@ class Metrics:
         self.ready = Gauge(
             "jwksgate_ready",
             "1 when /readyz answers 200, else 0.",
+            multiprocess_mode="liveall",
             registry=r,
         )
         self.config_reloads = Counter(
@@ -168,6 +178,7 @@ class Metrics:
             "jwksgate_build_info",
             "Always 1; the version label says which build runs.",
             ["version"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.build_info.labels(version=__version__).set(1)

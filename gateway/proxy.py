@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway.config import ForwardConfig, IssuerConfig, UpstreamConfig
 from gateway.errors import Rejection
@@ -169,7 +170,9 @@ class Upstream:
         try:
             return await self.session.request(
                 method,
-                self.cfg.url + path_qs,
+                # encoded=True: the path and query go out exactly as received (contract §2);
+                # yarl would otherwise requote them (%7E -> ~, %c3 -> %C3).
+                URL(self.cfg.url + path_qs, encoded=True),
                 headers=headers,
                 data=body,
                 allow_redirects=False,

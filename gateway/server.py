@@ -153,6 +153,7 @@ async def run_gateway(
     clock: Callable[[], float] = time.time,
     store: ReplayStore | None = None,
     reuse_port: bool = False,
+    admin: bool = True,
 ) -> AsyncIterator[RunningGateway]:
     """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers."""
     gw = await Gateway.create(config, clock=clock, store=store)
@@ -191,7 +192,8 @@ async def run_gateway(
     proxy_runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_grace_seconds)
     admin_runner = web.AppRunner(build_admin_app(gw), access_log=None, shutdown_timeout=2.0)
     await proxy_runner.setup()
-    await admin_runner.setup()
+    if admin:
+        await admin_runner.setup()
     running: RunningGateway | None = None
     try:
         site = web.TCPSite(
@@ -203,16 +205,19 @@ async def run_gateway(
             backlog=1024,
         )
         await site.start()
-        admin_site = web.TCPSite(admin_runner, config.admin_listen.host, config.admin_listen.port)
-        await admin_site.start()
+        admin_url = ""
+        if admin:
+            a = config.admin_listen
+            await web.TCPSite(admin_runner, a.host, a.port).start()
+            ahost, aport = admin_runner.addresses[0][:2]
+            admin_url = f"http://{_host(ahost)}:{aport}"
         scheme = "https" if config.tls else "http"
         host, port = proxy_runner.addresses[0][:2]
-        ahost, aport = admin_runner.addresses[0][:2]
         gw.start_background()
         running = RunningGateway(
             gateway=gw,
             url=f"{scheme}://{_host(host)}:{port}",
-            admin_url=f"http://{_host(ahost)}:{aport}",
+            admin_url=admin_url,
             proxy_runner=proxy_runner,
             admin_runner=admin_runner,
         )
@@ -221,7 +226,8 @@ async def run_gateway(
         gw.draining = True
         if running is None or not running.drained:
             await proxy_runner.cleanup()
-        await admin_runner.cleanup()
+        if admin:
+            await admin_runner.cleanup()
         await gw.close()
 
 
@@ -229,13 +235,13 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(config: Config, *, reuse_port: bool = False) -> None:
+async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True) -> None:
     """Run until SIGTERM/SIGINT, then drain: readiness 503, stop accepting, finish in-flight."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with run_gateway(config, reuse_port=reuse_port) as running:
+    async with run_gateway(config, reuse_port=reuse_port, admin=admin) as running:
         log.info(
             "jwksgate listening on %s (admin %s), %d issuers",
             running.url,
