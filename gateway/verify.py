@@ -165,7 +165,7 @@ def check_header(header: Mapping[str, Any], issuer: IssuerConfig) -> tuple[str, 
     if "enc" in header or "zip" in header:
         raise Rejection("malformed_token", "encrypted or compressed tokens are not accepted")
     typ = header.get("typ")
-    if typ is not None:
+    if "typ" in header:  # a null typ is present, and not one of the allowed types
         allowed = {t.lower() for t in issuer.allowed_types}
         t = typ.lower() if isinstance(typ, str) else None
         if t is None or (t not in allowed and t.removeprefix("application/") not in allowed):
@@ -184,12 +184,19 @@ def check_header(header: Mapping[str, Any], issuer: IssuerConfig) -> tuple[str, 
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
+    if name not in claims:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise Rejection("invalid_claim", f"{name} is not a NumericDate")
-    return float(value)
+    # A null is present and of the wrong type: treating it as absent would switch checks off.
+    value = claims[name]
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError
+        number = float(value)  # OverflowError for an integer no float can hold
+        if not math.isfinite(number):
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise Rejection("invalid_claim", f"{name} is not a NumericDate") from None
+    return number
 
 
 def check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> None:
@@ -204,7 +211,7 @@ def check_claims(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) ->
         # Without either the token would be valid forever and could outlive its replay entry.
         raise Rejection("missing_claim", "the token has neither exp nor iat")
     jti = claims.get("jti")
-    if jti is not None and (not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH):
+    if "jti" in claims and (not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH):
         raise Rejection("invalid_claim", "jti is not a string of 1-256 characters")
     if "sub" in claims and not isinstance(claims["sub"], str):
         raise Rejection("invalid_claim", "sub is not a string")
