@@ -37,6 +37,9 @@ log = logging.getLogger("jwksgate")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 _ERROR_REASONS = frozenset({"upstream_unavailable", "upstream_timeout", "internal_error"})
+_NO_TOKEN = verify.ParsedToken(
+    header={}, claims={}, signing_input=b"", signature=b"", payload_segment="e30"
+)
 # How long a reservation is held while the backend works on the push, beyond its timeout.
 _HOLD_MARGIN_SECONDS = 5.0
 
@@ -84,6 +87,8 @@ class Gateway:
     access: AccessLog = field(default_factory=AccessLog)
     draining: bool = False
     inflight: int = 0
+    # Benchmark baseline only: forward without any verification, through the same code.
+    passthrough: bool = False
     tls: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _gateway_headers: frozenset[str] = frozenset()
@@ -212,6 +217,9 @@ class Gateway:
         length = request.content_length
         if length is not None and length > cfg.limits.max_body_bytes:
             raise Rejection("body_too_large", f"the body exceeds {cfg.limits.max_body_bytes} bytes")
+        if self.passthrough:
+            body = await self._read_body(request, started)
+            return await self._forward(request, out, request_id, cfg.issuers[0], _NO_TOKEN, body)
 
         token = verify.parse_token(
             verify.extract_bearer(request.headers.getall("Authorization", []))
@@ -232,7 +240,20 @@ class Gateway:
         hold = cfg.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
         if not await self.store.reserve(key, hold):
             raise Rejection("replayed", "this token was already delivered (or is in flight)")
+        return await self._forward(request, out, request_id, issuer, token, body, key)
 
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        out: _Outcome,
+        request_id: str,
+        issuer: IssuerConfig,
+        token: verify.ParsedToken,
+        body: bytes,
+        key: bytes | None = None,
+    ) -> web.StreamResponse:
+        """Send the verified push; commit its replay key on a definite answer, else release."""
+        cfg = self.config
         headers, omitted = upstream_headers(
             request.headers,
             forward=cfg.forward,
@@ -249,16 +270,19 @@ class Gateway:
             self.metrics.claim_headers_omitted.labels(issuer=issuer.name).inc(omitted)
         up_started = time.perf_counter()
         try:
-            up = await self.upstream.open(request.method, raw_path, headers, body)
+            up = await self.upstream.open(request.method, request.raw_path, headers, body)
         except Rejection:
             # Not delivered: the sender's retry of this very token must be accepted.
-            await self.store.release(key)
+            if key is not None:
+                await self.store.release(key)
             self.metrics.upstream_duration.labels(status_class="error").observe(
                 time.perf_counter() - up_started
             )
             raise
         out.upstream_status = up.status
-        if up.status >= 500:
+        if key is None:
+            pass
+        elif up.status >= 500:
             await self.store.release(key)
         else:
             await self.store.commit(key, verify.replay_ttl(token.claims, issuer, self.clock()))

@@ -154,9 +154,14 @@ async def run_gateway(
     store: ReplayStore | None = None,
     reuse_port: bool = False,
     admin: bool = True,
+    passthrough: bool = False,
 ) -> AsyncIterator[RunningGateway]:
-    """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers."""
+    """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers.
+
+    ``passthrough`` forwards without verifying anything: only for the benchmarks' baseline.
+    """
     gw = await Gateway.create(config, clock=clock, store=store)
+    gw.passthrough = passthrough
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         guard = server.guards.get(request.protocol)
