@@ -123,7 +123,7 @@ Checks what the values schema cannot: fails the render with every problem, one p
 {{- $errors = append $errors "config.upstream.url is required: the backend every verified push is forwarded to (standalone: its Service URL; sidecar: http://127.0.0.1:PORT)" }}
 {{- end }}
 {{- if not $v.config.issuers }}
-{{- $errors = append $errors "config.issuers needs at least one issuer (name, issuer, jwks_url): without one every push is rejected" }}
+{{- $errors = append $errors "config.issuers needs at least one issuer (name, jwks_url and, usually, issuer): without one every push is rejected" }}
 {{- end }}
 {{- if hasKey $v.config "workers" }}
 {{- $errors = append $errors "config.workers: set the top-level value `workers` instead (the chart writes it into config.yaml)" }}
