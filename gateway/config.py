@@ -521,9 +521,10 @@ def _cross_checks(
                 f"issuers[{i}].require_claims",
                 'must contain "jti" when replay_key is jti (or set replay_key: token)',
             )
-        for j, (_claim, header) in enumerate(iss.forward_claims):
+        for claim, header in iss.forward_claims:
             if header.lower() in ("authorization", "host", "content-length", "transfer-encoding"):
-                problems.add(f"issuers[{i}].forward_claims[{j}]", f"{header} cannot be set")
+                # forward_claims is a mapping: its entries are named by claim, not by index.
+                problems.add(f"issuers[{i}].forward_claims.{claim}", f"{header} cannot be set")
     if workers > 1 and replay.store != "redis":
         problems.add(
             "workers",
@@ -544,6 +545,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start})"]) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
