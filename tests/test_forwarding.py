@@ -592,3 +592,51 @@ async def test_dots_inside_segments_are_forwarded(path: str) -> None:
         reply = await push(http, w, BODY, path=path)
         assert reply.status == 200, reply.body
         assert [got.path_qs for got in w.backend.received] == [path]
+
+
+# -- Expect: 100-continue ------------------------------------------------------------------------
+async def test_expect_100_continue_sender_is_asked_for_its_body() -> None:
+    # A client that waits for "100 Continue" before sending the body (aiohttp's expect100, .NET,
+    # curl for large bodies) would otherwise stall until body_timeout and never deliver.
+    body = b'{"event":"expecting"}'
+    async with world() as w:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            headers = {"Authorization": f"Bearer {w.token(body)}"}
+            async with http.post(w.url + "/hook", data=body, headers=headers, expect100=True) as r:
+                assert r.status == 200, await r.text()
+        [got] = w.backend.received
+        assert got.body == body
+        assert "expect" not in got.headers
+
+
+async def test_expect_100_continue_with_a_bad_token_is_refused_before_the_body() -> None:
+    async with world() as w:
+        head = request_bytes(
+            "POST",
+            "/hook",
+            {"Authorization": "Bearer a.b.c", "Expect": "100-continue", "Content-Length": "10"},
+        )
+        raw = await raw_exchange(w.url, head)
+        assert raw_status(raw) == 401
+        assert w.backend.received == []
+
+
+async def test_expect_100_continue_on_the_wire() -> None:
+    body = b'{"event":"raw-expect"}'
+    async with world() as w:
+        token = w.token(body)
+        head = request_bytes(
+            "POST",
+            "/hook",
+            {
+                "Authorization": f"Bearer {token}",
+                "Expect": "100-continue",
+                "Content-Length": str(len(body)),
+            },
+        )
+        interim = await raw_exchange(w.url, head, responses=1)
+        assert raw_status(interim) == 100
+        raw = await raw_exchange(w.url, head, body, pause=0.2, responses=2)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"100", b"200"]
+        assert len(w.backend.received) == 1
