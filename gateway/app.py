@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway import verify
+from gateway import schemes, verify
 from gateway.config import Config, IssuerConfig
 from gateway.errors import Rejection
+from gateway.jsonstrict import dumps_compact
 from gateway.keys import JwksCache
 from gateway.logs import AccessLog, clip
 from gateway.metrics import CONTENT_TYPE, Metrics, status_class
@@ -73,6 +74,7 @@ class _Outcome:
     upstream_status: int | None = None
     upstream_seconds: float | None = None
     rejection: Rejection | None = None
+    handshake: bool = False
 
 
 @dataclass
@@ -116,7 +118,11 @@ class Gateway:
             ),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        caches = {i.name: JwksCache(i, jwks_session, metrics, clock) for i in config.issuers}
+        caches = {
+            i.name: JwksCache(i, jwks_session, metrics, clock)
+            for i in config.issuers
+            if i.type == "jwt"
+        }
         gw = cls(
             config=config,
             metrics=metrics,
@@ -221,10 +227,21 @@ class Gateway:
             body = await self._read_body(request, started)
             return await self._forward(request, out, request_id, cfg.issuers[0], _NO_TOKEN, body)
 
+        cands = verify.candidates(cfg.issuers, path)
+        if cands and cands[0].handshake == "echo" and request.method in ("GET", "HEAD"):
+            challenge = request.query.get("validationToken")
+            if challenge is not None:
+                out.issuer, out.handshake = cands[0].name, True
+                echoed = schemes.check_handshake_token(challenge)
+                return web.Response(text=echoed, headers={"X-Content-Type-Options": "nosniff"})
+        if cands and cands[0].type != "jwt":
+            return await self._process_scheme(request, out, request_id, started, cands[0])
+
         token = verify.parse_token(
             verify.extract_bearer(request.headers.getall("Authorization", []))
         )
-        issuer = verify.route(verify.candidates(cfg.issuers, path), cfg.issuers, token.claims)
+        jwt_cands = [c for c in cands if c.type == "jwt"]
+        issuer = verify.route(jwt_cands, cfg.issuers, token.claims)
         out.issuer = issuer.name
         alg, kid = verify.check_header(token.header, issuer)
         out.kid = kid
@@ -240,6 +257,38 @@ class Gateway:
         hold = cfg.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
         if not await self.store.reserve(key, hold):
             raise Rejection("replayed", "this token was already delivered (or is in flight)")
+        return await self._forward(request, out, request_id, issuer, token, body, key)
+
+    async def _process_scheme(
+        self,
+        request: web.BaseRequest,
+        out: _Outcome,
+        request_id: str,
+        started: float,
+        issuer: IssuerConfig,
+    ) -> web.StreamResponse:
+        """A static-token or Standard Webhooks push: same bounds, replay store and forwarding."""
+        out.issuer = issuer.name
+        if issuer.static_token is not None:
+            claims = schemes.check_static_token(request.headers, issuer.static_token)
+            body = await self._read_body(request, started)
+            key = None
+        else:
+            assert issuer.standard_webhooks is not None
+            body = await self._read_body(request, started)
+            claims = schemes.check_standard_webhook(
+                request.headers, body, issuer.standard_webhooks, self.clock()
+            )
+            key = schemes.replay_key(issuer, claims)
+        if key is not None:
+            out.replay = key[-32:].hex()[:16]
+            hold = self.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
+            if not await self.store.reserve(key, hold):
+                raise Rejection("replayed", "this webhook-id was already delivered")
+        segment = verify.b64url_encode(dumps_compact(claims))
+        token = verify.ParsedToken(
+            header={}, claims=claims, signing_input=b"", signature=b"", payload_segment=segment
+        )
         return await self._forward(request, out, request_id, issuer, token, body, key)
 
     async def _forward(
@@ -285,7 +334,7 @@ class Gateway:
         elif up.status >= 500:
             await self.store.release(key)
         else:
-            await self.store.commit(key, verify.replay_ttl(token.claims, issuer, self.clock()))
+            await self.store.commit(key, self._replay_ttl(issuer, token))
         try:
             return await self.upstream.relay(request, up)
         finally:
@@ -293,6 +342,12 @@ class Gateway:
             self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(
                 out.upstream_seconds
             )
+
+    def _replay_ttl(self, issuer: IssuerConfig, token: verify.ParsedToken) -> float:
+        if issuer.standard_webhooks is not None:
+            # Accepted while |now - timestamp| <= tolerance: keep the id for both sides of it.
+            return 2 * issuer.standard_webhooks.tolerance_seconds + issuer.clock_skew_seconds
+        return verify.replay_ttl(token.claims, issuer, self.clock())
 
     async def _check_signature(
         self, issuer: IssuerConfig, token: verify.ParsedToken, alg: str, kid: str | None
@@ -355,7 +410,7 @@ class Gateway:
     ) -> None:
         r = out.rejection
         if r is None:
-            outcome, reason = "forwarded", "none"
+            outcome, reason = ("handshake" if out.handshake else "forwarded"), "none"
         else:
             reason = r.reason
             outcome = "error" if reason in _ERROR_REASONS else "rejected"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import Config, load_config
+from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 
@@ -34,25 +34,45 @@ def summary(config: Config) -> str:
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:
-        body = (
-            f"{i.body_hash.claim} {i.body_hash.encoding} over {i.body_hash.over}"
-            if i.body_hash
-            else "off"
-        )
-        lines += [
-            f"  - {i.name}: path {i.path_prefix}  iss {i.issuer or '(any, by path)'}",
-            f"      jwks {i.jwks_url} (ttl {i.jwks.ttl_seconds:g}s, refetch >= "
-            f"{i.jwks.min_refresh_interval_seconds:g}s, stale <= {i.jwks.max_stale_seconds:g}s)",
-            f"      algorithms {','.join(i.algorithms)}  types {','.join(i.allowed_types)}"
-            f"  require_kid {str(i.require_kid).lower()}  audiences {','.join(i.audiences) or '-'}",
-            f"      skew {i.clock_skew_seconds:g}s  max age {i.max_token_age_seconds:g}s"
-            f"  max lifetime {i.max_lifetime_seconds:g}s"
-            f"  require {','.join(i.require_claims) or '-'}",
-            f"      replay key {i.replay_key}  body hash {body}",
-            "      forward "
-            + (", ".join(f"{c}->{h}" for c, h in i.forward_claims) or "(claims header only)"),
-        ]
+        lines += _issuer_lines(i)
     return "\n".join(lines)
+
+
+def _issuer_lines(i: IssuerConfig) -> list[str]:
+    head = f"  - {i.name}: type {i.type}  path {i.path_prefix}"
+    head += f"  profile {i.profile}" if i.profile else ""
+    head += "  handshake echo" if i.handshake == "echo" else ""
+    forward = "      forward " + (
+        ", ".join(f"{c}->{h}" for c, h in i.forward_claims) or "(claims header only)"
+    )
+    if i.static_token is not None:
+        st = i.static_token
+        return [head, f"      headers {', '.join(st.headers)}  tokens {len(st.tokens)}", forward]
+    if i.standard_webhooks is not None:
+        sw = i.standard_webhooks
+        return [
+            head,
+            f"      v1 secrets {len(sw.secrets)}  v1a public keys {len(sw.public_keys)}"
+            f"  tolerance {sw.tolerance_seconds:g}s  replay key webhook-id",
+            forward,
+        ]
+    body = (
+        f"{i.body_hash.claim} {i.body_hash.encoding} over {i.body_hash.over}"
+        if i.body_hash
+        else "off"
+    )
+    return [
+        head + f"  iss {i.issuer or '(none: by path)'}",
+        f"      jwks {i.jwks_url} (ttl {i.jwks.ttl_seconds:g}s, refetch >= "
+        f"{i.jwks.min_refresh_interval_seconds:g}s, stale <= {i.jwks.max_stale_seconds:g}s)",
+        f"      algorithms {','.join(i.algorithms)}  types {','.join(i.allowed_types)}"
+        f"  require_kid {str(i.require_kid).lower()}  audiences {','.join(i.audiences) or '-'}",
+        f"      skew {i.clock_skew_seconds:g}s  max age {i.max_token_age_seconds:g}s"
+        f"  max lifetime {i.max_lifetime_seconds:g}s"
+        f"  require {','.join(i.require_claims) or '-'}",
+        f"      replay key {i.replay_key}  body hash {body}",
+        forward,
+    ]
 
 
 def _load(path: str) -> Config | None:

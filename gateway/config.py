@@ -7,6 +7,8 @@ of them at once; unknown keys are errors; any string may reference ``${NAME}`` (
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.errors import ConfigError
+from gateway.profiles import PROFILES, REQUIRED, apply_profile
 
 __all__ = [
     "SUPPORTED_ALGORITHMS",
@@ -112,6 +115,23 @@ class JwksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StaticTokenConfig:
+    """``type: static_token``: a fixed shared secret in a header (what the A2A SDKs send)."""
+
+    headers: tuple[str, ...] = ("Authorization",)
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StandardWebhooksConfig:
+    """``type: standard_webhooks``: webhook-id/-timestamp/-signature, v1 HMAC and v1a Ed25519."""
+
+    secrets: tuple[bytes, ...] = ()
+    public_keys: tuple[bytes, ...] = ()
+    tolerance_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     name: str
     jwks_url: str
@@ -129,6 +149,11 @@ class IssuerConfig:
     body_hash: BodyHashConfig | None = None
     jwks: JwksConfig = field(default_factory=JwksConfig)
     forward_claims: tuple[tuple[str, str], ...] = ()
+    type: str = "jwt"
+    profile: str | None = None
+    handshake: str = "off"
+    static_token: StaticTokenConfig | None = None
+    standard_webhooks: StandardWebhooksConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +311,7 @@ def _listen(s: _Section, key: str, default: Listen) -> Listen:
 
 def _url(s: _Section, key: str, default: Any = _MISSING) -> Any:
     value = s.string(key, default)
-    if isinstance(value, str):
+    if isinstance(value, str) and (value or default is _MISSING):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             s.problems.add(s.at(key), "must be an http(s) URL")
@@ -390,8 +415,82 @@ def _jwks(s: _Section) -> JwksConfig:
     return cfg
 
 
+def _secret_values(s: _Section, key: str, files_key: str) -> list[str]:
+    """Inline values (usually ``${ENV}``) plus one value per mounted file, stripped."""
+    values = list(s.strings(key, ()))
+    for i, path in enumerate(s.strings(files_key, ())):
+        try:
+            values.append(Path(path).read_text(encoding="utf-8").strip())
+        except OSError as e:
+            s.problems.add(f"{s.at(files_key)}[{i}]", f"cannot read {path}: {e.strerror or e}")
+    return values
+
+
+def _static_token(s: _Section) -> StaticTokenConfig:
+    d = StaticTokenConfig()
+    headers = s.strings("headers", d.headers)
+    for i, h in enumerate(headers):
+        _header_name(s, f"{s.at('headers')}[{i}]", h)
+    tokens = _secret_values(s, "tokens", "token_files")
+    if not tokens:
+        s.problems.add(s.at("tokens"), "at least one token is required (tokens or token_files)")
+    for i, t in enumerate(tokens):
+        if len(t) < 16:
+            s.problems.add(f"{s.at('tokens')}[{i}]", "must be at least 16 characters")
+    s.finish()
+    return StaticTokenConfig(headers=headers, tokens=tuple(tokens))
+
+
+def _b64_prefixed(s: _Section, path: str, value: str, prefix: str, size: int | None) -> bytes:
+    try:
+        raw = base64.b64decode(value.removeprefix(prefix), validate=True)
+        if not raw or (size is not None and len(raw) != size):
+            raise ValueError
+        return raw
+    except (ValueError, binascii.Error):
+        what = f"{size} bytes" if size else "bytes"
+        s.problems.add(path, f"must be {prefix}<base64 of {what}>")
+        return b""
+
+
+def _standard_webhooks(s: _Section) -> StandardWebhooksConfig:
+    d = StandardWebhooksConfig()
+    secrets = [
+        _b64_prefixed(s, f"{s.at('secrets')}[{i}]", v, "whsec_", None)
+        for i, v in enumerate(_secret_values(s, "secrets", "secret_files"))
+    ]
+    keys = [
+        _b64_prefixed(s, f"{s.at('public_keys')}[{i}]", v, "whpk_", 32)
+        for i, v in enumerate(s.strings("public_keys", ()))
+    ]
+    if not secrets and not keys:
+        s.problems.add(s.path, "needs secrets (v1, whsec_...) or public_keys (v1a, whpk_...)")
+    cfg = StandardWebhooksConfig(
+        secrets=tuple(secrets),
+        public_keys=tuple(keys),
+        tolerance_seconds=s.number("tolerance_seconds", d.tolerance_seconds, 1),
+    )
+    s.finish()
+    return cfg
+
+
+def _with_profile(s: _Section) -> tuple[_Section, str | None]:
+    profile = s.raw("profile")
+    if profile is _MISSING or profile is None:
+        return s, None
+    if profile not in PROFILES:
+        s.problems.add(s.at("profile"), "must be one of " + ", ".join(PROFILES))
+        return s, None
+    for key in REQUIRED[profile]:
+        if key not in s.data:
+            s.problems.add(s.at(key), f"is required with profile {profile}")
+    return _Section(apply_profile(profile, dict(s.data)), s.path, s.problems), profile
+
+
 def _issuer(s: _Section) -> IssuerConfig:
     d = IssuerConfig(name="", jwks_url="")
+    s, profile = _with_profile(s)
+    kind = s.choice("type", d.type, ("jwt", "static_token", "standard_webhooks"))
     name = s.string("name")
     if isinstance(name, str) and not NAME_RE.match(name):
         s.problems.add(s.at("name"), "must match [a-z0-9_-]+ (at most 64 characters)")
@@ -428,10 +527,24 @@ def _issuer(s: _Section) -> IssuerConfig:
             continue
         _header_name(s, path, header)
         forward_claims.append((claim, header))
+    static_token = standard_webhooks = None
+    if kind == "static_token":
+        static_token = _static_token(s.section("static_token"))
+    elif s.raw("static_token") is not _MISSING:
+        s.problems.add(s.at("static_token"), "only applies to type: static_token")
+    if kind == "standard_webhooks":
+        standard_webhooks = _standard_webhooks(s.section("standard_webhooks"))
+    elif s.raw("standard_webhooks") is not _MISSING:
+        s.problems.add(s.at("standard_webhooks"), "only applies to type: standard_webhooks")
     cfg = IssuerConfig(
         name=name if isinstance(name, str) else "",
+        type=kind,
+        profile=profile,
+        handshake=s.choice("handshake", d.handshake, ("off", "echo")),
+        static_token=static_token,
+        standard_webhooks=standard_webhooks,
         issuer=s.string("issuer", None),
-        jwks_url=_url(s, "jwks_url"),
+        jwks_url=_url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", ""),
         algorithms=algorithms,
         audiences=s.strings("audiences", d.audiences),
         allowed_types=s.strings("allowed_types", d.allowed_types),
@@ -516,7 +629,18 @@ def _cross_checks(
                 f"same issuer and path_prefix as issuers[{routes[route]}]: routing is ambiguous",
             )
         routes.setdefault(route, i)
-        if iss.replay_key == "jti" and "jti" not in iss.require_claims:
+        if iss.type != "jwt":
+            shared = [
+                j
+                for j, other in enumerate(issuers)
+                if j != i and _normal_prefix(other.path_prefix) == _normal_prefix(iss.path_prefix)
+            ]
+            if shared:
+                problems.add(
+                    f"issuers[{i}].path_prefix",
+                    f"a {iss.type} issuer needs a path of its own (shared with issuers{shared})",
+                )
+        elif iss.replay_key == "jti" and "jti" not in iss.require_claims:
             problems.add(
                 f"issuers[{i}].require_claims",
                 'must contain "jti" when replay_key is jti (or set replay_key: token)',

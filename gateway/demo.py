@@ -113,17 +113,30 @@ def demo_config(port: int, jwks_url: str, backend_url: str) -> Config:
                 {
                     "name": "demo",
                     "issuer": ISSUER,
+                    "path_prefix": "/webhook",
                     "jwks_url": jwks_url,
                     "algorithms": ["RS256"],
                     "body_hash": {"claim": "request_body_sha256", "over": "raw_or_json"},
                     "forward_claims": {"sub": "X-Jwt-Sub"},
-                }
+                },
+                {
+                    # An A2A Python-samples sender: no iss, no jti, hash of compact JSON.
+                    "name": "a2a",
+                    "profile": "a2a-samples",
+                    "path_prefix": "/a2a",
+                    "jwks_url": jwks_url,
+                    "handshake": "echo",
+                },
             ],
         }
     )
 
 
 Case = tuple[str, Callable[[DemoIssuer, bytes], tuple[dict[str, str], bytes]]]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -159,6 +172,14 @@ def _cases() -> list[Case]:
     def no_token(_: DemoIssuer, body: bytes) -> tuple[dict[str, str], bytes]:
         return {"Content-Type": "application/json"}, body
 
+    def a2a_legacy(i: DemoIssuer, body: bytes) -> tuple[dict[str, str], bytes]:
+        # The samples hash json.dumps(..., separators=(",", ":"), ensure_ascii=False) of the
+        # parsed body; senders on httpx <= 0.27 put the spaced json.dumps default on the wire.
+        data = json.loads(body)
+        compact = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        claims = {"iat": int(time.time()), "request_body_sha256": _sha256(compact)}
+        return _bearer(i.sign(claims)), json.dumps(data).encode()
+
     def spoofed(i: DemoIssuer, body: bytes) -> tuple[dict[str, str], bytes]:
         headers = _bearer(i.sign(i.claims(body)))
         headers["X-Jwt-Sub"] = "admin"
@@ -175,6 +196,7 @@ def _cases() -> list[Case]:
         ("token from another issuer", other_issuer),
         ("no token at all", no_token),
         ("spoofed X-Jwt-Sub header", spoofed),
+        ("A2A sample push, old-httpx spacing", a2a_legacy),
     ]
 
 
@@ -204,7 +226,8 @@ async def run_demo(port: int = 8480, *, wait: bool = True) -> int:
                     headers, data = make(issuer, body)
                     replay_of = (headers, data)
                 before = len(seen)
-                async with http.post(running.url + "/webhook", data=data, headers=headers) as r:
+                path = "/a2a/notify" if name.startswith("A2A") else "/webhook"
+                async with http.post(running.url + path, data=data, headers=headers) as r:
                     answer = await r.json(content_type=None)
                 forwarded = len(seen) > before
                 reason = answer.get("error", "-") if r.status >= 300 else "-"
@@ -231,8 +254,13 @@ async def run_demo(port: int = 8480, *, wait: bool = True) -> int:
             )
             print(f"  curl -s {running.admin_url}/metrics | grep jwksgate_requests_total")
             print(f"  curl -s {running.admin_url}/readyz\n")
+            async with http.get(
+                running.url + "/a2a/notify", params={"validationToken": "demo-challenge"}
+            ) as r:
+                echoed = await r.text()
+            print(f"A2A URL-ownership handshake: GET ?validationToken=demo-challenge -> {echoed}")
             forwarded_rows = [row for row in rows if row[3] == "yes"]
-            ok = len(forwarded_rows) == 2 and rows[0][1] == 200
+            ok = len(forwarded_rows) == 3 and rows[0][1] == 200 and echoed == "demo-challenge"
             if not wait:
                 return 0 if ok else 1
             print("Running until Ctrl-C.")
