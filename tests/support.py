@@ -264,10 +264,15 @@ class World:
 
 @asynccontextmanager
 async def world(
-    configure: Callable[[World], Config] | None = None, wait_ready: bool = True
+    configure: Callable[[World], Config] | None = None,
+    wait_ready: bool = True,
+    *,
+    jwks: JwksServer | None = None,
+    backend: Backend | None = None,
 ) -> AsyncIterator[World]:
-    jwks = JwksServer()
-    backend = Backend()
+    """``jwks`` and ``backend`` let a test bring a scripted subclass (gated, failing, ...)."""
+    jwks = jwks or JwksServer()
+    backend = backend or Backend()
     key = jwks.add_key()
     async with serve_app(jwks.app()) as jwks_base, serve_app(backend.app()) as backend_url:
         jwks_url = jwks_base + "/.well-known/jwks.json"
