@@ -66,7 +66,8 @@ class GatedBackend(Backend):
 
 
 @asynccontextmanager
-async def serve_on(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+async def serve_on(app: web.Application, port: int) -> AsyncIterator[str]:
+    """Serve ``app`` on a chosen port (``support.serve_app`` always picks a free one)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -75,18 +76,6 @@ async def serve_on(app: web.Application, port: int = 0) -> AsyncIterator[str]:
         yield f"http://{host}:{bound}"
     finally:
         await runner.cleanup()
-
-
-@asynccontextmanager
-async def world_with(backend: Backend, **overrides: Any) -> AsyncIterator[World]:
-    """A world whose upstream is ``backend`` (served here) instead of the default one."""
-    async with serve_on(backend.app()) as backend_url:
-
-        def configure(w: World) -> Any:
-            return gateway_config(w.jwks_url, backend_url, **overrides)
-
-        async with world(configure) as w:
-            yield w
 
 
 def _reason(reply: Reply) -> tuple[int, str | None]:
@@ -119,7 +108,7 @@ async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once(
 
 async def test_upstream_timeout_then_the_retry_succeeds() -> None:
     backend = GatedBackend()
-    async with world_with(backend, upstream={"timeout_seconds": 0.3}) as w:
+    async with world(config_with(upstream={"timeout_seconds": 0.3}), backend=backend) as w:
         async with aiohttp.ClientSession() as http:
             token = w.token(BODY)
             reply = await push(http, w, BODY, token=token)  # the gate is closed: no answer
@@ -166,7 +155,7 @@ async def test_backend_4xx_consumes_the_token(status: int) -> None:
 
 async def test_concurrent_duplicates_are_forwarded_exactly_once() -> None:
     backend = GatedBackend()
-    async with world_with(backend) as w, aiohttp.ClientSession() as http:
+    async with world(backend=backend) as w, aiohttp.ClientSession() as http:
         token = w.token(BODY)
         first = asyncio.ensure_future(push(http, w, BODY, token=token))
         await wait_until(lambda: backend.arrived == 1)
@@ -225,7 +214,7 @@ async def test_full_replay_store_accepts_the_refused_token_once_room_frees() -> 
 # -- the gateway itself is busy or stopping ------------------------------------------------------
 async def test_overloaded_answers_503_at_once_and_admin_still_answers() -> None:
     backend = GatedBackend()
-    overload = world_with(backend, limits={"max_inflight": 2})
+    overload = world(config_with(limits={"max_inflight": 2}), backend=backend)
     async with overload as w, aiohttp.ClientSession() as http:
         held = [asyncio.ensure_future(push(http, w, BODY)) for _ in range(2)]
         await wait_until(lambda: backend.arrived == 2)
@@ -244,7 +233,7 @@ async def test_overloaded_answers_503_at_once_and_admin_still_answers() -> None:
 
 async def test_drain_finishes_in_flight_requests_and_refuses_new_connections() -> None:
     backend = GatedBackend()
-    async with world_with(backend) as w:
+    async with world(backend=backend) as w:
         running = w.running
         assert running is not None
         async with aiohttp.ClientSession() as http:
