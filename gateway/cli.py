@@ -84,6 +84,30 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.explain import explain, fetch_jwks
+
+    config = None
+    if args.config:
+        config = _load(args.config)
+        if config is None:
+            return 2
+    token = sys.stdin.read() if args.token == "-" else args.token  # noqa: S105
+    result = explain(
+        token,
+        config=config,
+        path=args.path,
+        body=Path(args.body).read_bytes() if args.body else None,
+        jwks=Path(args.jwks).read_bytes() if args.jwks else None,
+        fetch=(lambda i: fetch_jwks(i.jwks_url, i.jwks.timeout_seconds)) if args.fetch else None,
+        now=args.now,
+    )
+    print(result.render())
+    return 0 if result.verdict is None else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jwksgate", description="Verifying gateway for signed webhook pushes."
@@ -95,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--log-level", default=os.environ.get("JWKSGATE_LOG_LEVEL", "INFO"))
     check = sub.add_parser("check-config", help="validate a config and print a summary")
     check.add_argument("file")
+    exp = sub.add_parser("explain", help="say, check by check, why a token would pass or fail")
+    exp.add_argument("token", help='the token, "Bearer <token>", or - to read it from stdin')
+    exp.add_argument("--config", help="the gateway config (default: one issuer, defaults)")
+    exp.add_argument("--path", default="/", help="request path, for routing (default /)")
+    exp.add_argument("--body", help="file with the request body, to check the body hash")
+    exp.add_argument("--jwks", help="file with the issuer's JWKS, to check the signature")
+    exp.add_argument("--fetch", action="store_true", help="fetch the issuer's JWKS URL")
+    exp.add_argument("--now", type=float, help="evaluate at this unix time (default: now)")
     demo = sub.add_parser("demo", help="run an embedded issuer, backend and gateway, and show")
     demo.add_argument("--port", type=int, default=8480, help="gateway port (default 8480)")
     demo.add_argument("--no-wait", action="store_true", help="exit after the scripted pushes")
@@ -107,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary(config))
         print("config OK")
         return 0
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "run":
         if not args.config:
             print("config error: --config FILE (or JWKSGATE_CONFIG) is required", file=sys.stderr)

@@ -85,6 +85,10 @@ class KeySet:
     def kids(self) -> frozenset[str]:
         return frozenset(self.by_kid)
 
+    def for_alg(self, alg: str) -> list[VerifyKey]:
+        """Keys to try for a token without kid: those pinned to its alg, at most 8."""
+        return [k for k in self.all_keys if k.alg == alg][:MAX_KIDLESS_CANDIDATES]
+
 
 class JwksError(Exception):
     """A JWKS document that cannot be used at all (a fetch failure, not a dropped key)."""
@@ -279,7 +283,7 @@ class JwksCache:
             ks = self.current()
             if ks is None:
                 raise self._unavailable()
-        return [k for k in ks.all_keys if k.alg == alg][:MAX_KIDLESS_CANDIDATES]
+        return ks.for_alg(alg)
 
     def _unavailable(self) -> Rejection:
         wait = self.cfg.min_refresh_interval_seconds - (self._clock() - self.last_attempt)
