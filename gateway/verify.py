@@ -42,7 +42,7 @@ MAX_TOKEN_LENGTH = 8192
 MAX_KID_LENGTH = 256
 MAX_JTI_LENGTH = 256
 _COMPACT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S*) *")
+_BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr](?: +(.*))?", re.DOTALL)
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -64,9 +64,13 @@ def extract_bearer(authorization: Sequence[str]) -> str:
     m = _BEARER_RE.fullmatch(authorization[0])
     if m is None:
         raise Rejection("missing_token", "the Authorization header is not a Bearer token")
-    if not m.group(1):
+    # The scheme is Bearer: whatever follows is a token, well-formed or not (never "missing").
+    token = (m.group(1) or "").strip(" ")
+    if not token:
         raise Rejection("malformed_token", "the Bearer token is empty")
-    return m.group(1)
+    if any(c.isspace() for c in token):
+        raise Rejection("malformed_token", "the Bearer token contains whitespace")
+    return token
 
 
 def b64url_decode(segment: str) -> bytes:

@@ -78,6 +78,7 @@ def good_claims(**changes: Any) -> dict[str, Any]:
 def test_bearer_token_is_extracted_with_any_scheme_case_and_spacing() -> None:
     assert extract_bearer(["Bearer abc.def.ghi"]) == "abc.def.ghi"
     assert extract_bearer(["bEaReR   abc.def.ghi"]) == "abc.def.ghi"
+    assert extract_bearer(["Bearer abc.def.ghi  "]) == "abc.def.ghi"
 
 
 def test_no_authorization_header_is_missing_token() -> None:
@@ -96,8 +97,16 @@ def test_another_scheme_is_missing_token(value: str) -> None:
     rejects("missing_token", extract_bearer, [value])
 
 
-@pytest.mark.parametrize("value", ["Bearer ", "Bearer    "])
+@pytest.mark.parametrize("value", ["Bearer ", "Bearer    ", "Bearer", "bearer"])
 def test_empty_bearer_token_is_malformed_token(value: str) -> None:
+    rejects("malformed_token", extract_bearer, [value])
+
+
+@pytest.mark.parametrize(
+    "value", ["Bearer a.b.c d", 'Bearer {"payload": "x", "signature": "y"}', "Bearer a\tb.c"]
+)
+def test_bearer_token_with_whitespace_inside_is_malformed_not_missing(value: str) -> None:
+    # The sender did send a Bearer token: "missing_token" would send it looking elsewhere.
     rejects("malformed_token", extract_bearer, [value])
 
 
