@@ -387,6 +387,9 @@ class JwksCache:
         self.last_failed = True
         self.last_error = error[:200]
         self.failures += 1
+        # The ETag may be that of the document just refused: a 304 for it must not revalidate
+        # the older set (that would hide the failure and outlive max_stale_seconds).
+        self._etag = None
         # Retry soon, backing off: 1, 2, 4 ... seconds, never slower than the TTL.
         self.refresh_after = min(self.cfg.ttl_seconds, 2.0 ** min(self.failures - 1, 6))
         log.warning("issuer %s: JWKS fetch failed: %s", self.issuer.name, self.last_error)
