@@ -41,5 +41,13 @@ def loads_strict(data: bytes | str) -> Any:
 
 
 def dumps_compact(value: Any) -> bytes:
-    """The compact serialisation the A2A samples sign: no spaces, non-ASCII kept as UTF-8."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """The compact serialisation the A2A samples sign: no spaces, non-ASCII kept as UTF-8.
+
+    Any problem is a ``ValueError``: the encoder needs more stack per level than the decoder, so
+    a body nested just below the recursion limit parses and then cannot be re-serialised.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return text.encode()

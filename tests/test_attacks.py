@@ -587,6 +587,25 @@ async def test_body_hash_mismatch() -> None:
         await expect_forwarded(http, w, token)
 
 
+async def test_body_hash_mismatch_for_bodies_nested_to_the_recursion_limit() -> None:
+    """json mode re-serialises the body: a body that parses but cannot be re-serialised (nested
+    just below the recursion limit, wherever the handler's stack puts it) is still a 401."""
+    configure = configured(body_hash={"claim": "request_body_sha256", "over": "json"})
+    async with world(configure) as w, aiohttp.ClientSession() as http:
+        statuses: dict[int, int] = {}
+        for depth in range(600, 1000):
+            body = b"[" * depth + b"]" * depth
+            token = sign(
+                w.key, fresh_claims(w, request_body_sha256=hashlib.sha256(b"x").hexdigest())
+            )
+            async with http.post(w.url + "/hook", data=body, headers=bearer(token)) as resp:
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                assert resp.status == 401, (depth, resp.status, await resp.text())
+                assert (await resp.json())["error"] == "body_hash_mismatch"
+        assert w.backend.received == []
+        assert await internal_errors(http, w) == 0
+
+
 def test_every_401_reason_has_an_end_to_end_test() -> None:
     tested = {
         "missing_token", "malformed_token", "unknown_issuer", "disallowed_algorithm",

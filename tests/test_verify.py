@@ -800,6 +800,25 @@ def test_json_mode_with_a_body_that_is_not_strict_json_is_mismatch(body: bytes) 
     rejects("body_hash_mismatch", check_body_hash, hashed(body), body, rule)
 
 
+@pytest.mark.parametrize("over", ["json", "raw_or_json"])
+def test_json_mode_with_a_body_nested_to_the_recursion_limit_is_mismatch(over: str) -> None:
+    # Near the interpreter's recursion limit a body can parse and yet not re-serialise: every
+    # depth around it must be a plain mismatch, never an exception (a 500, retried forever).
+    rule = replace(HEX, over=over)
+    claims = hashed(b"something else")
+    for depth in range(850, 1050):
+        body = b"[" * depth + b"]" * depth
+        rejects("body_hash_mismatch", check_body_hash, claims, body, rule)
+
+
+def test_dumps_compact_of_a_too_deep_value_is_a_value_error() -> None:
+    value: list[Any] = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(ValueError):
+        dumps_compact(value)
+
+
 def test_raw_or_json_accepts_either_hash() -> None:
     rule = replace(HEX, over="raw_or_json")
     check_body_hash(hashed(BODY), BODY, rule)
