@@ -16,6 +16,7 @@ import logging
 import signal
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,8 +178,9 @@ async def run_gateway(
         r = Rejection("request_timeout", "the request headers did not arrive in time")
         gw.metrics.requests.labels(issuer="unknown", outcome="rejected", reason=r.reason).inc()
         gw.access.write(
-            {"ts": round(time.time(), 3), "event": "request", "issuer": "unknown",
-             "outcome": "rejected", "reason": r.reason, "status": 408, "detail": r.detail},
+            {"ts": round(time.time(), 3), "event": "request", "request_id": uuid.uuid4().hex,
+             "issuer": "unknown", "outcome": "rejected", "reason": r.reason, "status": 408,
+             "duration_ms": config.limits.header_timeout_seconds * 1000, "detail": r.detail},
             rejected=True,
         )  # fmt: skip
 
