@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import random
 import string
 from collections.abc import AsyncIterator, Callable
@@ -354,6 +355,8 @@ async def test_missing_kid() -> None:
         ("$(sleep 10)", "unknown_kid"),
         ("a\r\nX-Injected: 1", "unknown_kid"),
         ("kid\u0000", "unknown_kid"),
+        ("\ud800\u202e", "unknown_kid"),
+        ("k" * 256, "unknown_kid"),
         ("k" * 4096, "malformed_token"),
         ("", "malformed_token"),
         ({"$ne": None}, "malformed_token"),
@@ -362,13 +365,25 @@ async def test_missing_kid() -> None:
     ],
     ids=lambda v: repr(v)[:24],
 )
-async def test_unknown_kid_and_kid_injection(kid: Any, reason: str) -> None:
+async def test_unknown_kid_and_kid_injection(
+    kid: Any, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jwksgate.access")
     async with world() as w, aiohttp.ClientSession() as http:
         fetches = w.jwks.fetches
         token = sign(w.key, fresh_claims(w), header={"kid": kid})
         await expect_rejected(http, w, reason, issuer="sender", token=token)
         # Within the refetch interval after a good fetch, an unknown kid costs no fetch at all.
         assert w.jwks.fetches == fetches
+    # The access log line: one line, the kid escaped and clipped, never the token.
+    [line] = [r.getMessage() for r in caplog.records if r.name == "jwksgate.access"]
+    assert "\r" not in line and "\n" not in line and "\x00" not in line
+    assert line.isascii()
+    assert token.split(".")[2] not in line and token.split(".")[1] not in line
+    entry = json.loads(line)
+    assert entry["reason"] == reason
+    if reason == "unknown_kid":
+        assert entry["kid"] == kid[:64]
 
 
 async def test_unknown_kid_refetches_once_per_interval() -> None:
@@ -782,7 +797,8 @@ def _mutants(rng: random.Random, valid: str, w: World, n: int) -> list[str]:
     return out
 
 
-async def test_library_exceptions_become_401_never_500() -> None:
+async def test_library_exceptions_become_401_never_500(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jwksgate.access")  # the log path sees hostile input too
     rng = random.Random(0x5EED)
     async with world() as w, aiohttp.ClientSession() as http:
         valid = w.token(BODY)
