@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.config import Config, Listen, load_config, parse_config
 from gateway.errors import ConfigError
@@ -217,7 +218,10 @@ def test_top_level_must_be_a_mapping(document: Any) -> None:
         (base(limits={"max_body": 1}), "limits.max_body: unknown key"),
         (base(replay={"ttl": 1}), "replay.ttl: unknown key"),
         (base(forward={"prefix": "X-"}), "forward.prefix: unknown key"),
-        (base(tls={"cert_file": "a", "key_file": "b", "ca_file": "c"}), "tls.ca_file: unknown key"),
+        (
+            base(tls={"cert_file": __file__, "key_file": __file__, "ca_file": "c"}),
+            "tls.ca_file: unknown key",
+        ),
         (with_issuer(1, audience="x"), "issuers[1].audience: unknown key"),
         (with_issuer(0, jwks={"ttl": 5}), "issuers[0].jwks.ttl: unknown key"),
         (
@@ -546,8 +550,6 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_example_config_shows_every_contract_key() -> None:
-    import yaml
-
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     missing = CONTRACT_KEYS - key_paths(data)
     assert not missing, f"config/example.yaml lacks {sorted(missing)}"
@@ -575,7 +577,6 @@ def test_check_config_prints_a_summary_and_exits_0(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "orders" in result.stdout
     assert "https://orders.example/.well-known/jwks.json" in result.stdout
-    assert "RS256,ES256" in result.stdout
     assert result.stdout.rstrip().endswith("config OK")
     assert len(result.stdout.splitlines()) <= 40, "one screen"
 

@@ -471,7 +471,9 @@ def test_configured_types_replace_the_default() -> None:
     events = replace(ISSUER, allowed_types=("secevent+jwt",))
     ok = ("RS256", "k")
     assert check_header({"alg": "RS256", "typ": "secevent+jwt", "kid": "k"}, events) == ok
-    assert check_header({"alg": "RS256", "typ": "application/SecEvent+JWT", "kid": "k"}, events)
+    assert (
+        check_header({"alg": "RS256", "typ": "application/SecEvent+JWT", "kid": "k"}, events) == ok
+    )
     rejects("disallowed_type", check_header, {"alg": "RS256", "typ": "JWT", "kid": "k"}, events)
 
 
