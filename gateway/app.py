@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway import schemes, verify
 from gateway.config import Config, IssuerConfig
-from gateway.errors import Rejection
+from gateway.errors import ConfigError, Rejection
 from gateway.jsonstrict import dumps_compact
 from gateway.keys import JwksCache
 from gateway.logs import AccessLog, clip
@@ -41,6 +41,8 @@ _ERROR_REASONS = frozenset({"upstream_unavailable", "upstream_timeout", "interna
 _NO_TOKEN = verify.ParsedToken(
     header={}, claims={}, signing_input=b"", signature=b"", payload_segment="e30"
 )
+# Config sections a running process cannot change: sockets, process model, the replay store.
+RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "replay")
 # How long a reservation is held while the backend works on the push, beyond its timeout.
 _HOLD_MARGIN_SECONDS = 5.0
 
@@ -66,6 +68,17 @@ def rejection_response(r: Rejection, request_id: str | None = None) -> web.Respo
     return resp
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a request needs that a config reload replaces, swapped as one reference:
+    a request captures it once at its start and finishes under it, whatever reloads meanwhile."""
+
+    config: Config
+    caches: dict[str, JwksCache]
+    upstream: Upstream
+    gateway_headers: frozenset[str]
+
+
 @dataclass(slots=True)
 class _Outcome:
     issuer: str = "unknown"
@@ -75,16 +88,20 @@ class _Outcome:
     upstream_seconds: float | None = None
     rejection: Rejection | None = None
     handshake: bool = False
+    rt: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.rt is not None
+        return self.rt
 
 
 @dataclass
 class Gateway:
-    config: Config
+    rt: Runtime
     metrics: Metrics
     store: ReplayStore
-    upstream: Upstream
     jwks_session: aiohttp.ClientSession
-    caches: dict[str, JwksCache]
     clock: Callable[[], float] = time.time
     access: AccessLog = field(default_factory=AccessLog)
     draining: bool = False
@@ -93,7 +110,19 @@ class Gateway:
     passthrough: bool = False
     tls: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _gateway_headers: frozenset[str] = frozenset()
+    _refreshers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.rt.config
+
+    @property
+    def caches(self) -> dict[str, JwksCache]:
+        return self.rt.caches
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.rt.upstream
 
     @classmethod
     async def create(
@@ -123,26 +152,70 @@ class Gateway:
             for i in config.issuers
             if i.type == "jwt"
         }
-        gw = cls(
+        rt = Runtime(
             config=config,
+            caches=caches,
+            upstream=Upstream(config.upstream),
+            gateway_headers=gateway_header_names(config.forward, config.issuers),
+        )
+        return cls(
+            rt=rt,
             metrics=metrics,
             store=store,
-            upstream=Upstream(config.upstream),
             jwks_session=jwks_session,
-            caches=caches,
             clock=clock,
             tls=config.tls is not None,
         )
-        gw._gateway_headers = gateway_header_names(config.forward, config.issuers)
-        return gw
 
     def start_background(self) -> None:
         """First JWKS fetch for every issuer now, then periodic refresh; replay sweeping."""
-        for cache in self.caches.values():
-            self._tasks.append(asyncio.ensure_future(cache.run()))
+        for name, cache in self.caches.items():
+            self._refreshers[name] = asyncio.ensure_future(cache.run())
         if isinstance(self.store, MemoryReplayStore):
             self.store.start()
         self._tasks.append(asyncio.ensure_future(self._refresh_gauges()))
+
+    async def reload(self, new: Config) -> None:
+        """Swap to ``new`` atomically: key caches of unchanged issuers are kept, new issuers
+        get their first fetch before the swap, requests in flight finish under the old runtime.
+
+        Raises ``ConfigError`` when ``new`` changes what only a restart can change.
+        """
+        old = self.rt
+        changed = [f for f in RESTART_ONLY if getattr(new, f) != getattr(old.config, f)]
+        if changed:
+            raise ConfigError([f"{f}: a change here needs a restart" for f in changed])
+        caches: dict[str, JwksCache] = {}
+        fresh: list[JwksCache] = []
+        for issuer in new.issuers:
+            if issuer.type != "jwt":
+                continue
+            prev = old.caches.get(issuer.name)
+            if prev is not None and prev.issuer == issuer:
+                caches[issuer.name] = prev
+            else:
+                caches[issuer.name] = JwksCache(issuer, self.jwks_session, self.metrics, self.clock)
+                fresh.append(caches[issuer.name])
+                self.metrics.add_issuer(issuer.name)
+        await asyncio.gather(*(c.refresh() for c in fresh))
+        same_upstream = new.upstream == old.config.upstream
+        upstream = old.upstream if same_upstream else Upstream(new.upstream)
+        # One assignment, no await around it: a request sees the old runtime or the new one.
+        self.rt = Runtime(
+            config=new,
+            caches=caches,
+            upstream=upstream,
+            gateway_headers=gateway_header_names(new.forward, new.issuers),
+        )
+        for name, task in list(self._refreshers.items()):
+            if caches.get(name) is not old.caches.get(name):
+                task.cancel()
+                del self._refreshers[name]
+        for cache in fresh:
+            self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
+        if not same_upstream:
+            grace = old.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
+            self._tasks.append(asyncio.ensure_future(_close_later(old.upstream, grace)))
 
     async def refresh_gauges(self) -> None:
         """Gauges that are derived rather than counted: JWKS age, store size, readiness."""
@@ -159,9 +232,10 @@ class Gateway:
             await asyncio.sleep(1.0)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._refreshers.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.close()
         await self.upstream.close()
         await self.jwks_session.close()
@@ -185,12 +259,12 @@ class Gateway:
         started = time.perf_counter()
         incoming_id = request.headers.get("X-Request-Id", "")
         request_id = incoming_id if _REQUEST_ID_RE.fullmatch(incoming_id) else uuid.uuid4().hex
-        out = _Outcome()
+        out = _Outcome(rt=self.rt)
         resp: web.StreamResponse
         try:
             if self.draining:
                 raise Rejection("shutting_down", "the gateway is shutting down; retry")
-            if self.inflight >= self.config.limits.max_inflight:
+            if self.inflight >= out.runtime.config.limits.max_inflight:
                 raise Rejection("overloaded", "too many requests in flight; retry shortly")
             self.inflight += 1
             self.metrics.inflight.inc()
@@ -213,7 +287,8 @@ class Gateway:
     async def _process(
         self, request: web.BaseRequest, out: _Outcome, request_id: str, started: float
     ) -> web.StreamResponse:
-        cfg = self.config
+        rt = out.runtime
+        cfg = rt.config
         raw_path = request.raw_path
         if not raw_path.startswith("/"):
             raise Rejection("malformed_request", "only origin-form request targets are accepted")
@@ -224,7 +299,7 @@ class Gateway:
         if length is not None and length > cfg.limits.max_body_bytes:
             raise Rejection("body_too_large", f"the body exceeds {cfg.limits.max_body_bytes} bytes")
         if self.passthrough:
-            body = await self._read_body(request, started)
+            body = await self._read_body(request, started, cfg)
             return await self._forward(request, out, request_id, cfg.issuers[0], _NO_TOKEN, body)
 
         cands = verify.candidates(cfg.issuers, path)
@@ -245,10 +320,10 @@ class Gateway:
         out.issuer = issuer.name
         alg, kid = verify.check_header(token.header, issuer)
         out.kid = kid
-        await self._check_signature(issuer, token, alg, kid)
+        await self._check_signature(rt, issuer, token, alg, kid)
         verify.check_claims(token.claims, issuer, self.clock())
 
-        body = await self._read_body(request, started)
+        body = await self._read_body(request, started, cfg)
         if issuer.body_hash is not None:
             verify.check_body_hash(token.claims, body, issuer.body_hash)
 
@@ -271,18 +346,18 @@ class Gateway:
         out.issuer = issuer.name
         if issuer.static_token is not None:
             claims = schemes.check_static_token(request.headers, issuer.static_token)
-            body = await self._read_body(request, started)
+            body = await self._read_body(request, started, out.runtime.config)
             key = None
         else:
             assert issuer.standard_webhooks is not None
-            body = await self._read_body(request, started)
+            body = await self._read_body(request, started, out.runtime.config)
             claims = schemes.check_standard_webhook(
                 request.headers, body, issuer.standard_webhooks, self.clock()
             )
             key = schemes.replay_key(issuer, claims)
         if key is not None:
             out.replay = key[-32:].hex()[:16]
-            hold = self.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
+            hold = out.runtime.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
             if not await self.store.reserve(key, hold):
                 raise Rejection("replayed", "this webhook-id was already delivered")
         segment = verify.b64url_encode(dumps_compact(claims))
@@ -302,11 +377,12 @@ class Gateway:
         key: bytes | None = None,
     ) -> web.StreamResponse:
         """Send the verified push; commit its replay key on a definite answer, else release."""
-        cfg = self.config
+        rt = out.runtime
+        cfg = rt.config
         headers, omitted = upstream_headers(
             request.headers,
             forward=cfg.forward,
-            gateway_headers=self._gateway_headers,
+            gateway_headers=rt.gateway_headers,
             issuer=issuer,
             claims=token.claims,
             payload_segment=token.payload_segment,
@@ -319,7 +395,7 @@ class Gateway:
             self.metrics.claim_headers_omitted.labels(issuer=issuer.name).inc(omitted)
         up_started = time.perf_counter()
         try:
-            up = await self.upstream.open(request.method, request.raw_path, headers, body)
+            up = await rt.upstream.open(request.method, request.raw_path, headers, body)
         except Rejection:
             # Not delivered: the sender's retry of this very token must be accepted.
             if key is not None:
@@ -336,7 +412,7 @@ class Gateway:
         else:
             await self.store.commit(key, self._replay_ttl(issuer, token))
         try:
-            return await self.upstream.relay(request, up)
+            return await rt.upstream.relay(request, up)
         finally:
             out.upstream_seconds = time.perf_counter() - up_started
             self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(
@@ -350,9 +426,14 @@ class Gateway:
         return verify.replay_ttl(token.claims, issuer, self.clock())
 
     async def _check_signature(
-        self, issuer: IssuerConfig, token: verify.ParsedToken, alg: str, kid: str | None
+        self,
+        rt: Runtime,
+        issuer: IssuerConfig,
+        token: verify.ParsedToken,
+        alg: str,
+        kid: str | None,
     ) -> None:
-        cache = self.caches[issuer.name]
+        cache = rt.caches[issuer.name]
         if kid is not None:
             key = await cache.key_for(kid)
             if key.alg != alg:
@@ -373,9 +454,9 @@ class Gateway:
             raise Rejection("bad_signature", "the token's signature does not verify with any key")
         self.metrics.kidless_attempts.labels(issuer=issuer.name).inc(tried)
 
-    async def _read_body(self, request: web.BaseRequest, started: float) -> bytes:
-        limit = self.config.limits.max_body_bytes
-        remaining = self.config.limits.body_timeout_seconds - (time.perf_counter() - started)
+    async def _read_body(self, request: web.BaseRequest, started: float, cfg: Config) -> bytes:
+        limit = cfg.limits.max_body_bytes
+        remaining = cfg.limits.body_timeout_seconds - (time.perf_counter() - started)
         body = bytearray()
         try:
             async with asyncio.timeout(max(remaining, 0.001)):
@@ -440,6 +521,12 @@ class Gateway:
         if r is not None:
             line["detail"] = r.detail
         self.access.write(line, rejected=r is not None)
+
+
+async def _close_later(upstream: Upstream, delay: float) -> None:
+    # The old runtime's requests may still be using its client session.
+    await asyncio.sleep(delay)
+    await upstream.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

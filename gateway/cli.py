@@ -152,10 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.workers > 1:
             from gateway.workers import run_workers
 
-            return run_workers(config, args.log_level.upper())
+            return run_workers(config, args.log_level.upper(), args.config)
         from gateway.server import serve
 
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, config_path=args.config))
         return 0
     if args.command == "demo":
         from gateway.demo import run_demo

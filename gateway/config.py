@@ -67,6 +67,9 @@ class UpstreamConfig:
     timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 256
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,7 @@ class JwksConfig:
     max_stale_seconds: float = 86400.0
     max_bytes: int = 1048576
     max_keys: int = 100
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +322,13 @@ def _url(s: _Section, key: str, default: Any = _MISSING) -> Any:
     return value
 
 
+def _file(s: _Section, key: str, required: bool = False) -> Any:
+    value = s.string(key) if required else s.string(key, None)
+    if isinstance(value, str) and not os.path.isfile(value):
+        s.problems.add(s.at(key), f"{value} is not a readable file")
+    return value
+
+
 def _header_name(s: _Section, path: str, value: str) -> None:
     if not HEADER_NAME_RE.match(value):
         s.problems.add(path, "must be a valid HTTP header name")
@@ -337,7 +348,12 @@ def _upstream(s: _Section) -> UpstreamConfig:
             "connect_timeout_seconds", d.connect_timeout_seconds, 0.001
         ),
         max_connections=s.integer("max_connections", d.max_connections, 1),
+        ca_file=_file(s, "ca_file"),
+        client_cert_file=_file(s, "client_cert_file"),
+        client_key_file=_file(s, "client_key_file"),
     )
+    if (cfg.client_cert_file is None) != (cfg.client_key_file is None):
+        s.problems.add(s.path, "client_cert_file and client_key_file go together")
     s.finish()
     return cfg
 
@@ -410,6 +426,7 @@ def _jwks(s: _Section) -> JwksConfig:
         max_stale_seconds=s.number("max_stale_seconds", d.max_stale_seconds, 0),
         max_bytes=s.integer("max_bytes", d.max_bytes, 64),
         max_keys=s.integer("max_keys", d.max_keys, 1),
+        ca_file=_file(s, "ca_file"),
     )
     s.finish()
     return cfg
@@ -577,7 +594,7 @@ def parse_config(data: Any) -> Config:
     tls = None
     if tls_raw is not _MISSING and tls_raw is not None:
         ts = _Section(tls_raw, "tls", problems)
-        tls = TlsConfig(ts.string("cert_file"), ts.string("key_file"))
+        tls = TlsConfig(_file(ts, "cert_file", True), _file(ts, "key_file", True))
         ts.finish()
     upstream = _upstream(top.section("upstream"))
     limits = _limits(top.section("limits"))

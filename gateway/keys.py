@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -234,6 +235,11 @@ class JwksCache:
         self.failures = 0
         self._etag: str | None = None
         self._inflight: asyncio.Task[None] | None = None
+        # Certificates are always verified: system CAs, or the configured bundle. A TLS failure
+        # is a fetch failure, never a downgrade.
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=self.cfg.ca_file) if self.cfg.ca_file else True
+        )
 
     # -- state ------------------------------------------------------------------------------
     def current(self) -> KeySet | None:
@@ -347,7 +353,11 @@ class JwksCache:
             headers["If-None-Match"] = self._etag
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_seconds)
         async with self._session.get(
-            self.issuer.jwks_url, headers=headers, timeout=timeout, allow_redirects=False
+            self.issuer.jwks_url,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            ssl=self._ssl,
         ) as resp:
             cache_control = resp.headers.get("Cache-Control")
             if resp.status == 304 and self.keyset is not None:
@@ -398,8 +408,10 @@ class JwksCache:
         age = -1.0 if self.fetched_at is None else self._clock() - self.fetched_at
         self._metrics.jwks_age.labels(issuer=self.issuer.name).set(age)
 
-    async def run(self) -> None:
+    async def run(self, fetch_now: bool = True) -> None:
         """Background refresher: first fetch now, then every ``refresh_after`` (with jitter)."""
-        while True:
+        if fetch_now:
             await self.refresh()
+        while True:
             await asyncio.sleep(self.refresh_after * random.uniform(0.9, 1.0))  # noqa: S311
+            await self.refresh()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -147,15 +148,18 @@ def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 class Upstream:
     """One pooled client session to the backend."""
 
-    def __init__(self, cfg: UpstreamConfig, ssl: Any = None) -> None:
+    def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
+        tls: ssl.SSLContext | bool = True
+        if cfg.ca_file or cfg.client_cert_file:
+            tls = ssl.create_default_context(cafile=cfg.ca_file)
+            if cfg.client_cert_file and cfg.client_key_file:
+                tls.load_cert_chain(cfg.client_cert_file, cfg.client_key_file)
         self.timeout = aiohttp.ClientTimeout(
             total=cfg.timeout_seconds, sock_connect=cfg.connect_timeout_seconds
         )
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=cfg.max_connections, ssl=ssl if ssl is not None else True
-            ),
+            connector=aiohttp.TCPConnector(limit=cfg.max_connections, ssl=tls),
             # The body goes back byte for byte: never decompress, never add headers.
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import signal
@@ -19,14 +20,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.app import Gateway, build_admin_app
-from gateway.config import Config
-from gateway.errors import Rejection
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, Rejection
 from gateway.replay import ReplayStore
 
 __all__ = ["RunningGateway", "run_gateway", "serve"]
@@ -126,6 +128,7 @@ class RunningGateway:
     admin_url: str
     proxy_runner: web.BaseRunner
     admin_runner: web.AppRunner
+    ssl_context: ssl.SSLContext | None = None
     drained: bool = False
 
     async def drain(self) -> None:
@@ -202,12 +205,13 @@ async def run_gateway(
     if admin:
         await admin_runner.setup()
     running: RunningGateway | None = None
+    server_ssl = _server_ssl(config)
     try:
         site = web.TCPSite(
             proxy_runner,
             config.listen.host,
             config.listen.port,
-            ssl_context=_server_ssl(config),
+            ssl_context=server_ssl,
             reuse_port=reuse_port or None,
             backlog=1024,
         )
@@ -227,6 +231,7 @@ async def run_gateway(
             admin_url=admin_url,
             proxy_runner=proxy_runner,
             admin_runner=admin_runner,
+            ssl_context=server_ssl,
         )
         yield running
     finally:
@@ -242,13 +247,103 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True) -> None:
-    """Run until SIGTERM/SIGINT, then drain: readiness 503, stop accepting, finish in-flight."""
+def _digest(*paths: str | None) -> bytes | None:
+    h = hashlib.sha256()
+    try:
+        for path in paths:
+            if path:
+                h.update(Path(path).read_bytes())
+    except OSError:
+        return None
+    return h.digest()
+
+
+class Watcher:
+    """Live reload: the config file (a ConfigMap changes by symlink swap, so contents are
+    compared, not mtimes), SIGHUP, and the TLS certificate and key (cert-manager rotates them).
+
+    A new config is validated first and refused whole when invalid; the old one stays.
+    """
+
+    def __init__(self, running: RunningGateway, path: str | None, interval: float = 2.0) -> None:
+        self.running = running
+        self.path = path
+        self.interval = interval
+        self._lock = asyncio.Lock()
+        self.config_digest = _digest(path) if path else None
+        self.tls_digest = self._tls_digest()
+
+    def _tls_digest(self) -> bytes | None:
+        tls = self.running.gateway.config.tls
+        return _digest(tls.cert_file, tls.key_file) if tls else None
+
+    async def reload(self, why: str) -> bool:
+        """Load, validate and swap the config; True when the new one is in force."""
+        if self.path is None:
+            return False
+        metrics = self.running.gateway.metrics
+        async with self._lock:
+            self.config_digest = _digest(self.path)
+            try:
+                new = load_config(self.path)
+                await self.running.gateway.reload(new)
+            except ConfigError as e:
+                metrics.config_reloads.labels(result="failure").inc()
+                for line in e.problems:
+                    log.error("config reload (%s) refused, old config kept: %s", why, line)
+                return False
+            metrics.config_reloads.labels(result="success").inc()
+            log.info("config reloaded (%s): %d issuers", why, len(new.issuers))
+            return True
+
+    def reload_tls(self) -> bool:
+        tls, ctx = self.running.gateway.config.tls, self.running.ssl_context
+        if tls is None or ctx is None:
+            return False
+        try:
+            # New handshakes use the new pair; established connections are left alone.
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as e:
+            log.error("TLS certificate reload failed, old certificate kept: %s", e)
+            return False
+        log.info("TLS certificate reloaded from %s", tls.cert_file)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self.path and _digest(self.path) not in (None, self.config_digest):
+                await self.reload("file changed")
+            tls_digest = self._tls_digest()
+            if tls_digest is not None and tls_digest != self.tls_digest:
+                self.tls_digest = tls_digest
+                self.reload_tls()
+
+
+async def serve(
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    admin: bool = True,
+    config_path: str | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain: readiness 503, stop accepting, finish in-flight.
+    SIGHUP, or a change of the config file, reloads the config."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with run_gateway(config, reuse_port=reuse_port, admin=admin) as running:
+        watcher = Watcher(running, config_path)
+        pending: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(watcher.reload("SIGHUP"))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        watching = asyncio.ensure_future(watcher.run())
         log.info(
             "jwksgate listening on %s (admin %s), %d issuers",
             running.url,
@@ -256,6 +351,7 @@ async def serve(config: Config, *, reuse_port: bool = False, admin: bool = True)
             len(config.issuers),
         )
         await stop.wait()
+        watching.cancel()
         log.info("signal received: draining for up to %ss", config.shutdown_grace_seconds)
         await running.drain()
     log.info("stopped")

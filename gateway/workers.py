@@ -30,17 +30,20 @@ log = logging.getLogger("jwksgate")
 _RESTART_BACKOFF_SECONDS = 1.0
 
 
-def _worker_main(config: Config, log_level: str) -> None:
+def _worker_main(config: Config, log_level: str, config_path: str | None) -> None:
     from gateway.logs import configure_logging
     from gateway.server import serve
 
     configure_logging(log_level)
-    asyncio.run(serve(config, reuse_port=True, admin=False))
+    asyncio.run(serve(config, reuse_port=True, admin=False, config_path=config_path))
 
 
 class Supervisor:
-    def __init__(self, config: Config, log_level: str, metrics_dir: str) -> None:
+    def __init__(
+        self, config: Config, log_level: str, metrics_dir: str, config_path: str | None = None
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.log_level = log_level
         self.metrics_dir = metrics_dir
         self.ctx = multiprocessing.get_context("spawn")
@@ -49,7 +52,9 @@ class Supervisor:
 
     def spawn(self) -> BaseProcess:
         p = self.ctx.Process(
-            target=_worker_main, args=(self.config, self.log_level), name="jwksgate-worker"
+            target=_worker_main,
+            args=(self.config, self.log_level, self.config_path),
+            name="jwksgate-worker",
         )
         p.start()
         return p
@@ -101,6 +106,11 @@ class Supervisor:
         app.router.add_get("/metrics", metrics)
         return app
 
+    def _signal_all(self, sig: int) -> None:
+        for p in self.workers:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, sig)
+
     async def run(self) -> None:
         from prometheus_client import multiprocess
 
@@ -108,6 +118,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Each worker reloads by itself (it watches the file too); SIGHUP is passed on.
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._signal_all(signal.SIGHUP))
         runner = web.AppRunner(self.admin_app(), access_log=None)
         await runner.setup()
         a = self.config.admin_listen
@@ -147,13 +159,13 @@ class Supervisor:
             await runner.cleanup()
 
 
-def run_workers(config: Config, log_level: str) -> int:
+def run_workers(config: Config, log_level: str, config_path: str | None = None) -> int:
     """Run the supervisor until SIGTERM; returns the exit code."""
     metrics_dir = tempfile.mkdtemp(prefix="jwksgate-metrics-")
     # Must be set before prometheus-client is imported anywhere: it picks its value class then.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        asyncio.run(Supervisor(config, log_level, metrics_dir).run())
+        asyncio.run(Supervisor(config, log_level, metrics_dir, config_path).run())
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
