@@ -680,6 +680,22 @@ def _normal_prefix(prefix: str) -> str:
     return prefix.rstrip("/") or "/"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: with unknown keys an error, a key written twice
+    (the first silently ignored) would be the one surprise left."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config file."""
     try:
@@ -689,7 +705,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: not UTF-8 text (byte {e.start})"]) from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

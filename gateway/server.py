@@ -196,7 +196,9 @@ async def run_gateway(
         auto_decompress=False,
         access_log=None,
         keepalive_timeout=75.0,
-        max_field_size=8190,
+        # Room for "Bearer " + the longest token verify accepts, so an oversized token gets
+        # the gateway's own 401 malformed_token (JSON, counted) instead of aiohttp's bare 400.
+        max_field_size=8192 + 64,
         max_headers=128,
     )
     proxy_runner = web.ServerRunner(server, shutdown_timeout=config.shutdown_grace_seconds)

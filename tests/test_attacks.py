@@ -257,10 +257,19 @@ async def test_malformed_token(mangle: Callable[[str], str]) -> None:
         await expect_forwarded(http, w, token)
 
 
-async def test_oversized_authorization_header_is_refused_before_the_gateway() -> None:
-    # aiohttp's max_field_size (8190) is below the token cap (8192): the server answers 400.
+async def test_oversized_token_is_the_gateways_own_malformed_token() -> None:
+    # The listener admits header fields a little longer than the token cap (8192), so the
+    # gateway itself refuses the token: JSON answer, WWW-Authenticate and a counted metric.
     async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY) + "A" * 8192
+        token = w.token(BODY)
+        token += "A" * (8193 - len(token))  # one character over the cap
+        await expect_rejected(http, w, "malformed_token", issuer="unknown", token=token)
+        assert w.backend.received == []
+
+
+async def test_header_beyond_the_listener_limit_is_a_plain_400() -> None:
+    async with world() as w, aiohttp.ClientSession() as http:
+        token = "A" * 9000
         async with http.post(w.url + "/hook", data=BODY, headers=bearer(token)) as resp:
             assert resp.status == 400
         assert w.backend.received == []

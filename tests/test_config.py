@@ -631,3 +631,12 @@ def test_console_script_behaves_as_the_module() -> None:
     )
     assert result.returncode != 0
     assert "--config" in result.stderr
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("issuers:\n  - name: a\n    jwks_url: https://a.example/j\n    name: b\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "duplicate key 'name'" in err.value.problems[0]
+    assert "line 4" in err.value.problems[0]
