@@ -38,7 +38,7 @@ __all__ = ["Options", "main", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "out"
-SECTIONS = ("main", "extras", "memory", "profile")
+SECTIONS = ("main", "extras", "memory", "micro", "profile")
 _ALL_ALGS = ("RS256", "ES256")
 
 
@@ -51,8 +51,9 @@ class Options:
     concurrency: tuple[int, ...] = (16, 64)
     bodies: tuple[int, ...] = (1024, 65536)
     extras_concurrency: int = 64
-    sections: tuple[str, ...] = ("main", "extras", "memory")
+    sections: tuple[str, ...] = ("main", "extras", "memory", "micro")
     memory_entries: int = 1_000_000
+    micro_iterations: int = 5000
     # Tokens per pool; None sizes the pools from est_rps.
     tokens: int | None = None
     est_rps: float = 4500.0
@@ -507,6 +508,22 @@ def run_memory(opts: Options) -> dict[str, Any]:
     return data
 
 
+def run_micro(opts: Options) -> dict[str, Any]:
+    say(opts, "\n== micro: the verification steps alone, in-process (µs per call)")
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.micro", "--iterations", str(opts.micro_iterations),
+         "--out", str(opts.out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    data: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    say(opts, "  " + ", ".join(f"{k} {v:.1f}" for k, v in data.items() if k != "iterations"))
+    return data
+
+
 def run_profile(env: Env) -> dict[str, Any]:
     """jwksgate under load (1 KiB, 64 connections) with py-spy sampling it."""
     opts = env.opts
@@ -597,6 +614,16 @@ def render(results: dict[str, Any]) -> str:
             f"- key: {mem['key_bytes']} bytes (`<issuer>:` + SHA-256); filled in "
             f"{mem['fill_seconds']:.1f}s",
         ]
+    micro = results.get("micro")
+    if micro:
+        lines += [
+            "",
+            "### Verification steps alone (in-process, best of 5 batches)",
+            "",
+            "| step | µs per call |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {k} | {v:.1f} |" for k, v in micro.items() if k != "iterations"]
     prof = results.get("profile")
     if prof:
         lines += ["", "### Profile (py-spy)", "", prof["summary_md"]]
@@ -622,6 +649,8 @@ def run(opts: Options) -> dict[str, Any]:
                 results["profile"] = run_profile(env)
     if "memory" in opts.sections:
         results["memory"] = run_memory(opts)
+    if "micro" in opts.sections:
+        results["micro"] = run_micro(opts)
     results["seconds"] = time.monotonic() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = render(results)
@@ -656,6 +685,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         opts = replace(
             opts, rounds=1, duration=1.0, warmup=0.0, concurrency=(2,), bodies=(1024,),
             extras_concurrency=2, tokens=500, memory_entries=10_000, profile_seconds=2.0,
+            micro_iterations=50,
         )  # fmt: skip
     if a.sections:
         wanted = tuple(s.strip() for s in a.sections.split(",") if s.strip())

@@ -80,9 +80,17 @@ def _module(path: str) -> str:
     return top
 
 
+def _unqualified(name: str) -> str:
+    """``VerifyKey.verify (gateway/keys.py)`` -> ``verify (gateway/keys.py)``: py-spy may or may
+    not qualify a method with its class."""
+    func, sep, file = name.partition(" (")
+    return f"{func.rsplit('.', 1)[-1]}{sep}{file}"
+
+
 def categorise(frames: set[str]) -> str:
+    plain = {_unqualified(f) for f in frames}
     for label, names in _STEPS:
-        if any(n in frames for n in names):
+        if any(n in plain for n in names):
             return label
     return "event loop, aiohttp server/client outside the handler"
 

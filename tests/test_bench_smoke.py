@@ -94,6 +94,15 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     mem = results["memory"]
     assert mem["entries"] == 10_000
     assert mem["traced_bytes_per_entry"] > 0
+    micro = results["micro"]
+    for step in (
+        "extract_bearer",
+        "parse_token",
+        "key_verify",
+        "check_claims",
+        "floor_sha256_1KiB",
+    ):
+        assert micro[step] > 0
 
     written = sorted(tmp_path.glob("results-*.json"))
     assert len(written) == 1
