@@ -413,6 +413,11 @@ class Gateway:
             await self.store.commit(key, self._replay_ttl(issuer, token))
         try:
             return await rt.upstream.relay(request, up)
+        except Rejection:
+            # The answer broke off or stalled: like a timeout, the sender's retry must be taken.
+            if key is not None:
+                await self.store.release(key)
+            raise
         finally:
             out.upstream_seconds = time.perf_counter() - up_started
             self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -197,21 +197,20 @@ class Upstream:
         size = up.content_length
         try:
             if size is not None and size <= _BUFFERED_RESPONSE_BYTES:
-                try:
-                    body = await up.read()
-                except TimeoutError:
-                    raise Rejection("upstream_timeout", "the backend's answer stalled") from None
-                except (aiohttp.ClientError, OSError):
-                    raise Rejection(
-                        "upstream_unavailable", "the backend's answer broke off"
-                    ) from None
+                body = await _answer_part(up.read)
                 return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
             resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
             if size is not None:
                 resp.content_length = size
             await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(chunk)
+            try:
+                while chunk := await _answer_part(up.content.readany):
+                    await resp.write(chunk)
+            except Rejection:
+                # The status line is out: only closing the connection before the end tells the
+                # sender that the answer is incomplete; otherwise it waits for the rest.
+                request.protocol.force_close()
+                raise
             await resp.write_eof()
             return resp
         finally:
@@ -219,3 +218,13 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+async def _answer_part(read: Callable[[], Awaitable[bytes]]) -> bytes:
+    """Read (part of) the backend's answer; a broken or stalled answer becomes a Rejection."""
+    try:
+        return await read()
+    except TimeoutError:
+        raise Rejection("upstream_timeout", "the backend's answer stalled") from None
+    except (aiohttp.ClientError, OSError):
+        raise Rejection("upstream_unavailable", "the backend's answer broke off") from None
