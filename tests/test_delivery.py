@@ -373,3 +373,88 @@ async def test_headers_with_obs_text_are_forwarded_or_refused_but_never_lost() -
             # Refused as malformed: the token must not be consumed by a push never delivered.
             assert 400 <= status < 500
             assert (await push(http, w, BODY, token=token)).status == 200
+
+
+# -- the backend breaks off its answer -----------------------------------------------------------
+class BreakingUpstream:
+    """A raw HTTP backend whose first answer breaks off after part of its body; later ones are
+    whole. Raw, because a well-behaved server library cannot be made to cut its answer short."""
+
+    def __init__(self, framing: str) -> None:
+        self.framing = framing
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        self.requests.append(await reader.readexactly(length))
+        part = b"p" * 70_000
+        if len(self.requests) > 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        elif self.framing == "chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+        elif self.framing == "sized_streamed":  # larger than the gateway buffers whole
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 500000\r\n\r\n" + part)
+        else:  # sized_buffered: small enough to be read whole before answering
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n" + b"p" * 50)
+        await writer.drain()
+        writer.close()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_backend_breaking_off_a_buffered_answer_is_502_and_the_retry_is_delivered() -> None:
+    upstream = BreakingUpstream("sized_buffered")
+    async with upstream.running() as url:
+
+        def configure(w: World) -> Any:
+            return gateway_config(w.jwks_url, url)
+
+        async with world(configure) as w, aiohttp.ClientSession() as http:
+            token = w.token(BODY)
+            reply = await push(http, w, BODY, token=token)
+            assert _reason(reply) == (502, "upstream_unavailable")
+            # 502 means "retry, the token is not consumed" (contract §4).
+            reply = await push(http, w, BODY, token=token)
+            assert (reply.status, reply.body) == (200, b"ok")
+            assert upstream.requests == [BODY, BODY]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "sized_streamed"])
+async def test_backend_breaking_off_a_streamed_answer_breaks_the_senders_connection(
+    framing: str,
+) -> None:
+    upstream = BreakingUpstream(framing)
+    async with upstream.running() as url:
+
+        def configure(w: World) -> Any:
+            return gateway_config(w.jwks_url, url)
+
+        async with world(configure) as w:
+            token = w.token(BODY)
+            # The status line has gone out: the sender must see a broken answer, not wait for
+            # the rest of it forever (the client timeout turns a hang into a failure here).
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                headers = {"Authorization": f"Bearer {token}"}
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+                        assert resp.status == 200
+                        await resp.read()
+                # Incomplete answers release the token, like a timeout: the retry is delivered.
+                reply = await push(http, w, BODY, token=token)
+                assert (reply.status, reply.body) == (200, b"ok")
+                m = await scrape(http, w.admin_url)
+            assert upstream.requests == [BODY, BODY]
+            broken = {"issuer": "sender", "outcome": "error", "reason": "upstream_unavailable"}
+            assert m.value("jwksgate_requests_total", **broken) == 1
