@@ -303,7 +303,12 @@ class Watcher:
         if tls is None or ctx is None:
             return False
         try:
-            # New handshakes use the new pair; established connections are left alone.
+            # Try the pair on a scratch context first: a failed load_cert_chain on the live one
+            # can leave it holding the new certificate without its key, so that every new
+            # handshake fails. New handshakes use the new pair; established connections stay.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file
+            )
             ctx.load_cert_chain(tls.cert_file, tls.key_file)
         except (OSError, ssl.SSLError) as e:
             log.error("TLS certificate reload failed, old certificate kept: %s", e)
