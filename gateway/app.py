@@ -111,6 +111,8 @@ class Gateway:
     tls: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _refreshers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Upstreams replaced by a reload, closed after a grace period or at close(), whichever first.
+    _retired: set[Upstream] = field(default_factory=set)
 
     @property
     def config(self) -> Config:
@@ -215,7 +217,10 @@ class Gateway:
             self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
         if not same_upstream:
             grace = old.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
-            self._tasks.append(asyncio.ensure_future(_close_later(old.upstream, grace)))
+            self._retired.add(old.upstream)
+            self._tasks.append(
+                asyncio.ensure_future(_close_later(old.upstream, grace, self._retired))
+            )
 
     async def refresh_gauges(self) -> None:
         """Gauges that are derived rather than counted: JWKS age, store size, readiness."""
@@ -238,6 +243,8 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.close()
         await self.upstream.close()
+        for upstream in list(self._retired):
+            await upstream.close()
         await self.jwks_session.close()
 
     # -- readiness ---------------------------------------------------------------------------
@@ -528,10 +535,11 @@ class Gateway:
         self.access.write(line, rejected=r is not None)
 
 
-async def _close_later(upstream: Upstream, delay: float) -> None:
+async def _close_later(upstream: Upstream, delay: float, retired: set[Upstream]) -> None:
     # The old runtime's requests may still be using its client session.
     await asyncio.sleep(delay)
     await upstream.close()
+    retired.discard(upstream)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
