@@ -305,6 +305,23 @@ async def test_hostile_jwks_is_a_failed_fetch_and_the_last_good_set_stays(
         assert m.value("jwksgate_jwks_keys", issuer="sender") == 1
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
+async def test_jwks_of_exactly_the_limits_is_accepted(chunked: bool) -> None:
+    jwks = ScriptedJwks()
+    jwks.chunked = chunked
+    async with world(jwks=jwks) as w, aiohttp.ClientSession() as http:
+        keys = [{**w.key.published, "kid": f"k{i}"} for i in range(99)] + [w.key.published]
+        doc = json.dumps({"keys": keys, "pad": ""}).encode()
+        jwks.raw = doc[:-2] + b"x" * ((1 << 20) - len(doc)) + doc[-2:]
+        assert len(jwks.raw) == 1 << 20  # max_bytes, with max_keys keys
+        w.clock.advance(11)
+        reply = await push(http, w, BODY, token=w.token(BODY, key=ghost_key(w)))
+        assert reason(reply) == (401, "unknown_kid")  # the fetch succeeded: truly absent
+        m = await scrape(http, w.admin_url)
+        assert m.value("jwksgate_jwks_keys", issuer="sender") == 100
+        assert (await fetches(http, w))["success"] == 2
+
+
 @pytest.mark.parametrize("name", ["over_1_MiB", "not_json", "101_keys", "only_unusable_keys"])
 async def test_hostile_jwks_at_startup_leaves_the_gateway_unready(name: str) -> None:
     def configure(w: World) -> Any:
