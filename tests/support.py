@@ -50,10 +50,12 @@ class FakeClock:
 
 
 @asynccontextmanager
-async def serve_app(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
+async def serve_app(app: web.Application, port: int = 0, **options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on loopback (``port`` 0: a free one); ``options`` go to ``web.AppRunner``
+    (e.g. ``auto_decompress=False`` for a backend that must see bodies as sent)."""
+    runner = web.AppRunner(app, access_log=None, **options)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
