@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from gateway.config import Config
-from tests.support import World, gateway_config
+from tests.support import World, b64url, gateway_config
 
 
 @dataclass
@@ -34,6 +34,11 @@ class Reply:
         return json.loads(self.body)
 
     @property
+    def outcome(self) -> tuple[int, str | None]:
+        """``(status, reason code)``: what a sender decides its next step on."""
+        return self.status, self.reason
+
+    @property
     def reason(self) -> str | None:
         """The gateway's reason code, when the answer is one of its own JSON errors."""
         try:
@@ -41,6 +46,13 @@ class Reply:
         except ValueError:
             return None
         return data.get("error") if isinstance(data, dict) else None
+
+
+def forge(header: Any, claims: Any) -> str:
+    """A compact JWS with any header and payload and a signature that verifies nothing: cheap
+    tokens for input the gateway must refuse before, or at, the signature check."""
+    parts = [json.dumps(header).encode(), json.dumps(claims).encode(), b"\x01" * 256]
+    return ".".join(b64url(p) for p in parts)
 
 
 async def send(

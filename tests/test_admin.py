@@ -17,10 +17,18 @@ import pytest
 
 from gateway import __version__
 from gateway.logs import configure_logging
-from tests.httpkit import config_with, get, push, raw_exchange, raw_status, scrape, send
+from tests.httpkit import (
+    config_with,
+    forge,
+    get,
+    push,
+    raw_exchange,
+    raw_status,
+    scrape,
+    send,
+)
 from tests.support import (
     World,
-    b64url,
     claims_for,
     free_port,
     gateway_config,
@@ -56,12 +64,7 @@ def two_issuers(broken_second: bool = False) -> Callable[[World], Any]:
 
 def forged(w: World, header: dict[str, Any], **claims: Any) -> str:
     """A token with any header and claims and a signature that verifies nothing (cheap)."""
-    parts = [
-        json.dumps({"alg": "RS256", "typ": "JWT", **header}).encode(),
-        json.dumps(claims_for(BODY, w.clock(), **claims)).encode(),
-        b"\x00" * 256,
-    ]
-    return ".".join(b64url(p) for p in parts)
+    return forge({"alg": "RS256", "typ": "JWT", **header}, claims_for(BODY, w.clock(), **claims))
 
 
 # -- liveness and readiness ----------------------------------------------------------------------

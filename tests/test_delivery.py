@@ -8,7 +8,6 @@ tests decide when the backend answers instead of racing a clock.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from tests.httpkit import (
-    Reply,
     config_with,
+    forge,
     get,
     push,
     raw_exchange,
@@ -32,10 +31,10 @@ from tests.httpkit import (
 from tests.support import (
     Backend,
     World,
-    b64url,
     claims_for,
     free_port,
     gateway_config,
+    serve_app,
     sign,
     wait_until,
     world,
@@ -65,23 +64,6 @@ class GatedBackend(Backend):
         return app
 
 
-@asynccontextmanager
-async def serve_on(app: web.Application, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` on a chosen port (``support.serve_app`` always picks a free one)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    host, bound = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        await runner.cleanup()
-
-
-def _reason(reply: Reply) -> tuple[int, str | None]:
-    return reply.status, reply.reason
-
-
 # -- the backend cannot take the push: the token is not consumed ---------------------------------
 async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once() -> None:
     port = free_port()  # nothing listens here yet
@@ -92,13 +74,13 @@ async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once(
     async with world(configure) as w, aiohttp.ClientSession() as http:
         token = w.token(BODY)
         reply = await push(http, w, BODY, token=token)
-        assert _reason(reply) == (502, "upstream_unavailable")
+        assert reply.outcome == (502, "upstream_unavailable")
         backend = Backend()
-        async with serve_on(backend.app(), port):
+        async with serve_app(backend.app(), port):
             reply = await push(http, w, BODY, token=token)
             assert reply.status == 200, reply.body
             reply = await push(http, w, BODY, token=token)
-            assert _reason(reply) == (409, "replayed")
+            assert reply.outcome == (409, "replayed")
         assert [r.body for r in backend.received] == [BODY]
         m = await scrape(http, w.admin_url)
         labels = {"issuer": "sender", "outcome": "error", "reason": "upstream_unavailable"}
@@ -112,12 +94,12 @@ async def test_upstream_timeout_then_the_retry_succeeds() -> None:
         async with aiohttp.ClientSession() as http:
             token = w.token(BODY)
             reply = await push(http, w, BODY, token=token)  # the gate is closed: no answer
-            assert _reason(reply) == (504, "upstream_timeout")
+            assert reply.outcome == (504, "upstream_timeout")
             backend.gate.set()
             reply = await push(http, w, BODY, token=token)
             assert reply.status == 200, reply.body
             reply = await push(http, w, BODY, token=token)
-            assert _reason(reply) == (409, "replayed")
+            assert reply.outcome == (409, "replayed")
         # At least once: the backend saw the timed-out attempt and the retry.
         assert [r.body for r in backend.received] == [BODY, BODY]
 
@@ -136,7 +118,7 @@ async def test_backend_5xx_passes_through_and_the_retry_is_forwarded(status: int
         reply = await push(http, w, BODY, token=token)
         assert (reply.status, reply.body) == (200, b'{"ok":true}')
         reply = await push(http, w, BODY, token=token)
-        assert _reason(reply) == (409, "replayed")
+        assert reply.outcome == (409, "replayed")
         assert len(w.backend.received) == 2
 
 
@@ -149,7 +131,7 @@ async def test_backend_4xx_consumes_the_token(status: int) -> None:
         assert reply.status == status
         w.backend.status = 200
         reply = await push(http, w, BODY, token=token)
-        assert _reason(reply) == (409, "replayed")
+        assert reply.outcome == (409, "replayed")
         assert len(w.backend.received) == 1
 
 
@@ -162,7 +144,7 @@ async def test_concurrent_duplicates_are_forwarded_exactly_once() -> None:
         copies = [asyncio.ensure_future(push(http, w, BODY, token=token)) for _ in range(19)]
         # The 19 copies are refused while the first is still held at the backend.
         refused = await asyncio.gather(*copies)
-        assert [_reason(r) for r in refused] == [(409, "replayed")] * 19
+        assert [r.outcome for r in refused] == [(409, "replayed")] * 19
         backend.gate.set()
         assert (await first).status == 200
         assert len(backend.received) == 1
@@ -185,11 +167,11 @@ async def test_full_replay_store_refuses_new_tokens_without_evicting() -> None:
             assert (await push(http, w, BODY, token=token)).status == 200
         third = w.token(BODY)
         reply = await push(http, w, BODY, token=third)
-        assert _reason(reply) == (503, "replay_store_full")
+        assert reply.outcome == (503, "replay_store_full")
         assert int(reply.headers["Retry-After"]) >= 1
         # No eviction: the delivered tokens are still refused.
         for token in (first, second):
-            assert _reason(await push(http, w, BODY, token=token)) == (409, "replayed")
+            assert (await push(http, w, BODY, token=token)).outcome == (409, "replayed")
         assert len(w.backend.received) == 2
         m = await scrape(http, w.admin_url)
         assert m.value("jwksgate_replay_entries", store="memory") == 2
@@ -205,7 +187,7 @@ async def test_full_replay_store_accepts_the_refused_token_once_room_frees() -> 
         short = sign(w.key, claims_for(BODY, w.clock(), exp=int(w.clock()) + 10))
         assert (await push(http, w, BODY, token=short)).status == 200
         waiting = w.token(BODY)
-        assert _reason(await push(http, w, BODY, token=waiting)) == (503, "replay_store_full")
+        assert (await push(http, w, BODY, token=waiting)).outcome == (503, "replay_store_full")
         w.clock.advance(301)  # past the short token's entry (kept at least max_token_age)
         assert (await push(http, w, BODY, token=waiting)).status == 200
         assert len(w.backend.received) == 2
@@ -220,7 +202,7 @@ async def test_overloaded_answers_503_at_once_and_admin_still_answers() -> None:
         await wait_until(lambda: backend.arrived == 2)
         assert w.running is not None and w.running.gateway.inflight == 2
         reply = await push(http, w, BODY)
-        assert _reason(reply) == (503, "overloaded")
+        assert reply.outcome == (503, "overloaded")
         assert int(reply.headers["Retry-After"]) >= 1
         assert (await get(http, w.admin_url + "/livez")).status == 200
         assert (await get(http, w.admin_url + "/metrics")).status == 200
@@ -257,12 +239,6 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_connections() -
 
 
 # -- deterministic input never gets a 5xx --------------------------------------------------------
-def _forge(header: Any, claims: Any) -> str:
-    """A compact JWS with any header and payload and a signature that verifies nothing."""
-    parts = [json.dumps(header).encode(), json.dumps(claims).encode(), b"\x01" * 256]
-    return ".".join(b64url(p) for p in parts)
-
-
 def _hostile_requests(w: World) -> list[bytes]:
     good = w.token(BODY)
 
@@ -290,16 +266,16 @@ def _hostile_requests(w: World) -> list[bytes]:
     tokens = [sign(w.key, {**claims_for(BODY, w.clock()), **c}) for c in weird_claims]
     tokens += [sign(w.key, big_int), sign(w.key, nested)]
     tokens += [
-        _forge({"alg": "RS256", "kid": "\x00" * 10}, claims_for(BODY, w.clock())),
-        _forge({"alg": "RS256", "kid": 7}, claims_for(BODY, w.clock())),
-        _forge({"alg": "RS256", "kid": w.key.kid, "typ": ["JWT"]}, claims_for(BODY, w.clock())),
-        _forge({"alg": "RS256", "kid": w.key.kid, "crit": ["exp"]}, claims_for(BODY, w.clock())),
-        _forge({"alg": "RS256", "jku": "http://127.0.0.1:1/"}, claims_for(BODY, w.clock())),
-        _forge({"alg": "none", "kid": w.key.kid}, claims_for(BODY, w.clock())),
-        _forge({"alg": "HS256", "kid": w.key.kid}, claims_for(BODY, w.clock())),
-        _forge({"alg": "ES256", "kid": w.key.kid}, claims_for(BODY, w.clock())),
-        _forge([], {}),
-        _forge({"alg": "RS256", "kid": w.key.kid}, []),
+        forge({"alg": "RS256", "kid": "\x00" * 10}, claims_for(BODY, w.clock())),
+        forge({"alg": "RS256", "kid": 7}, claims_for(BODY, w.clock())),
+        forge({"alg": "RS256", "kid": w.key.kid, "typ": ["JWT"]}, claims_for(BODY, w.clock())),
+        forge({"alg": "RS256", "kid": w.key.kid, "crit": ["exp"]}, claims_for(BODY, w.clock())),
+        forge({"alg": "RS256", "jku": "http://127.0.0.1:1/"}, claims_for(BODY, w.clock())),
+        forge({"alg": "none", "kid": w.key.kid}, claims_for(BODY, w.clock())),
+        forge({"alg": "HS256", "kid": w.key.kid}, claims_for(BODY, w.clock())),
+        forge({"alg": "ES256", "kid": w.key.kid}, claims_for(BODY, w.clock())),
+        forge([], {}),
+        forge({"alg": "RS256", "kid": w.key.kid}, []),
         good + "A",
         good.replace(".", ".."),
         "e30.e30.",
@@ -423,7 +399,7 @@ async def test_backend_breaking_off_a_buffered_answer_is_502_and_the_retry_is_de
         async with world(configure) as w, aiohttp.ClientSession() as http:
             token = w.token(BODY)
             reply = await push(http, w, BODY, token=token)
-            assert _reason(reply) == (502, "upstream_unavailable")
+            assert reply.outcome == (502, "upstream_unavailable")
             # 502 means "retry, the token is not consumed" (contract §4).
             reply = await push(http, w, BODY, token=token)
             assert (reply.status, reply.body) == (200, b"ok")

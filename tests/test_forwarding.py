@@ -13,7 +13,6 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -36,6 +35,7 @@ from tests.support import (
     body_hash,
     claims_for,
     gateway_config,
+    serve_app,
     sign,
     world,
 )
@@ -49,18 +49,6 @@ def _norm(name: str) -> str:
 
 def _b64url_json(segment: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-@asynccontextmanager
-async def _serve(app: web.Application, **kw: Any) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None, **kw)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 # -- the request, byte for byte ------------------------------------------------------------------
@@ -338,7 +326,7 @@ async def test_gzip_body_is_hashed_raw_and_forwarded_compressed() -> None:
     compressed = gzip.compress(plain, mtime=0)
     backend = Backend()
     # The test backend must not decompress either, or it could not see what was forwarded.
-    async with _serve(backend.app(), auto_decompress=False) as backend_url:
+    async with serve_app(backend.app(), auto_decompress=False) as backend_url:
 
         def configure(w: World) -> Any:
             return gateway_config(w.jwks_url, backend_url)
@@ -492,7 +480,7 @@ async def test_unsized_streamed_response_comes_back_unchanged() -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", stream)
-    async with _serve(app) as backend_url:
+    async with serve_app(app) as backend_url:
 
         def configure(w: World) -> Any:
             return gateway_config(w.jwks_url, backend_url)

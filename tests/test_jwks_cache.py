@@ -21,13 +21,12 @@ from aiohttp import web
 from gateway.app import Gateway
 from gateway.keys import JwksCache
 from gateway.metrics import Metrics
-from tests.httpkit import Reply, config_with, get, push, scrape
+from tests.httpkit import Reply, config_with, forge, get, push, scrape
 from tests.support import (
     FakeClock,
     JwksServer,
     SigningKey,
     World,
-    b64url,
     claims_for,
     gateway_config,
     serve_app,
@@ -105,14 +104,7 @@ def ghost_key(w: World) -> SigningKey:
 
 def forged(w: World, kid: str) -> str:
     """A token naming ``kid``, with valid claims and a signature nothing verifies (cheap)."""
-    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
-    claims = claims_for(BODY, w.clock())
-    parts = [json.dumps(header).encode(), json.dumps(claims).encode(), b"\x00" * 256]
-    return ".".join(b64url(p) for p in parts)
-
-
-def reason(reply: Reply) -> tuple[int, str | None]:
-    return reply.status, reply.reason
+    return forge({"alg": "RS256", "typ": "JWT", "kid": kid}, claims_for(BODY, w.clock()))
 
 
 async def fetches(http: aiohttp.ClientSession, w: World) -> dict[str, float]:
@@ -143,7 +135,7 @@ async def test_new_kid_right_after_a_successful_fetch_is_unknown_until_the_inter
         new = w.jwks.add_key()
         reply = await push(http, w, BODY, token=w.token(BODY, key=new))
         # The set was fetched successfully less than min_refresh_interval ago: truly absent.
-        assert reason(reply) == (401, "unknown_kid")
+        assert reply.outcome == (401, "unknown_kid")
         assert reply.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
         assert w.jwks.fetches == 1
         w.clock.advance(10.5)
@@ -159,7 +151,7 @@ async def test_random_kid_flood_causes_at_most_a_handful_of_fetches() -> None:
         for start in range(0, len(tokens), 50):
             batch = tokens[start : start + 50]
             replies += await asyncio.gather(*(push(http, w, BODY, token=t) for t in batch))
-        assert {reason(r) for r in replies} == {(401, "unknown_kid")}
+        assert {r.outcome for r in replies} == {(401, "unknown_kid")}
         assert len(replies) == 1000
         assert w.jwks.fetches <= 3
         m = await scrape(http, w.admin_url)
@@ -204,7 +196,7 @@ async def test_jwks_down_at_startup_then_recovering() -> None:
         status = ready.json()["issuers"]["sender"]
         assert status != "ok" and "500" in status
         reply = await push(http, w, BODY)
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         assert int(reply.headers["Retry-After"]) >= 1
         assert w.backend.received == []
 
@@ -223,12 +215,12 @@ async def test_jwks_down_after_first_fetch_keeps_cached_keys_and_answers_503_for
         ghost = ghost_key(w)
         reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
         # The fetch failed: the kid may be a new key the gateway cannot see yet.
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         assert int(reply.headers["Retry-After"]) >= 1
         assert (await fetches(http, w))["failure"] == 1
         # Still within the interval, and the last fetch failed: still 503, never 401.
         reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         # The last good set keeps verifying.
         assert (await push(http, w, BODY)).status == 200
         assert (await get(http, w.admin_url + "/readyz")).status == 200
@@ -240,7 +232,7 @@ async def test_key_set_older_than_max_stale_is_not_used() -> None:
         w.jwks.status = 500
         w.clock.advance(61)
         reply = await push(http, w, BODY)
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         ready = await get(http, w.admin_url + "/readyz")
         assert ready.status == 503
         assert "max_stale" in ready.json()["issuers"]["sender"]
@@ -258,7 +250,7 @@ async def test_slow_jwks_times_out_into_503_not_a_hang() -> None:
         w.jwks.delay = 1.0
         w.clock.advance(11)
         reply = await push(http, w, BODY, token=w.token(BODY, key=ghost_key(w)))
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         assert (await push(http, w, BODY)).status == 200
         assert (await fetches(http, w))["failure"] == 1
 
@@ -297,7 +289,7 @@ async def test_hostile_jwks_is_a_failed_fetch_and_the_last_good_set_stays(
         jwks.raw = _hostile_documents(w.key.published)[name]
         w.clock.advance(11)
         reply = await push(http, w, BODY, token=w.token(BODY, key=ghost_key(w)))
-        assert reason(reply) == (503, "jwks_unavailable")
+        assert reply.outcome == (503, "jwks_unavailable")
         assert (await push(http, w, BODY)).status == 200
         counts = await fetches(http, w)
         assert (counts["success"], counts["failure"]) == (1, 1)
@@ -316,7 +308,7 @@ async def test_jwks_of_exactly_the_limits_is_accepted(chunked: bool) -> None:
         assert len(jwks.raw) == 1 << 20  # max_bytes, with max_keys keys
         w.clock.advance(11)
         reply = await push(http, w, BODY, token=w.token(BODY, key=ghost_key(w)))
-        assert reason(reply) == (401, "unknown_kid")  # the fetch succeeded: truly absent
+        assert reply.outcome == (401, "unknown_kid")  # the fetch succeeded: truly absent
         m = await scrape(http, w.admin_url)
         assert m.value("jwksgate_jwks_keys", issuer="sender") == 100
         assert (await fetches(http, w))["success"] == 2
@@ -331,7 +323,7 @@ async def test_hostile_jwks_at_startup_leaves_the_gateway_unready(name: str) -> 
     async with world(configure, wait_ready=False) as w, aiohttp.ClientSession() as http:
         await wait_until(lambda: cache(w).failures >= 1)
         assert (await get(http, w.admin_url + "/readyz")).status == 503
-        assert reason(await push(http, w, BODY)) == (503, "jwks_unavailable")
+        assert (await push(http, w, BODY)).outcome == (503, "jwks_unavailable")
         assert (await get(http, w.admin_url + "/livez")).status == 200
 
 
@@ -359,7 +351,7 @@ async def test_malformed_keys_among_good_ones_do_not_spoil_the_good_ones() -> No
         assert (await push(http, w, BODY, token=w.token(BODY, key=second))).status == 200
         # A dropped key is absent, and the fetch succeeded: 401, not 503.
         reply = await push(http, w, BODY, token=forged(w, "for-encryption"))
-        assert reason(reply) == (401, "unknown_kid")
+        assert reply.outcome == (401, "unknown_kid")
         m = await scrape(http, w.admin_url)
         assert m.value("jwksgate_jwks_keys", issuer="sender") == 2
         dropped = sum(m.samples["jwksgate_jwks_keys_dropped_total"].values())
@@ -385,7 +377,7 @@ async def test_redirects_are_not_followed(status: int) -> None:
                 assert origin.jwks.fetches == 1  # its own gateway's; the redirect was not followed
                 assert (await get(http, w.admin_url + "/readyz")).status == 503
                 reply = await push(http, w, BODY, token=w.token(BODY, key=origin.key))
-                assert reason(reply) == (503, "jwks_unavailable")
+                assert reply.outcome == (503, "jwks_unavailable")
                 assert (await fetches(http, w))["success"] == 0
 
 
@@ -479,11 +471,11 @@ async def test_etag_of_a_rejected_document_does_not_revalidate_the_old_set() -> 
         for _ in range(3):
             w.clock.advance(11)
             reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
-            assert reason(reply) == (503, "jwks_unavailable")
+            assert reply.outcome == (503, "jwks_unavailable")
         counts = await fetches(http, w)
         assert counts == {"success": 1, "failure": 3, "not_modified": 0}
         w.clock.advance(61 - 33)
-        assert reason(await push(http, w, BODY)) == (503, "jwks_unavailable")
+        assert (await push(http, w, BODY)).outcome == (503, "jwks_unavailable")
         assert (await get(http, w.admin_url + "/readyz")).status == 503
 
 
@@ -510,7 +502,7 @@ async def test_jwks_metrics_follow_fetches_keys_age_and_suppressed_refetches() -
 
         # Unknown kids within the interval: each refetch is suppressed and counted.
         for _ in range(3):
-            assert reason(await push(http, w, BODY, token=forged(w, "nope"))) == (
+            assert (await push(http, w, BODY, token=forged(w, "nope"))).outcome == (
                 401,
                 "unknown_kid",
             )
@@ -520,7 +512,7 @@ async def test_jwks_metrics_follow_fetches_keys_age_and_suppressed_refetches() -
         # A failure is counted; the key count and age still describe the last good set.
         w.jwks.status = 500
         w.clock.advance(20)
-        assert reason(await push(http, w, BODY, token=forged(w, "nope"))) == (
+        assert (await push(http, w, BODY, token=forged(w, "nope"))).outcome == (
             503,
             "jwks_unavailable",
         )
