@@ -379,7 +379,7 @@ def _replay(s: _Section) -> ReplayConfig:
         redis_mode=s.choice("redis_mode", d.redis_mode, ("standalone", "cluster")),
         redis_pool_size=s.integer("redis_pool_size", d.redis_pool_size, 1),
         redis_timeout_seconds=s.number("redis_timeout_seconds", d.redis_timeout_seconds, 0.001),
-        redis_ca_file=s.string("redis_ca_file", None),
+        redis_ca_file=_file(s, "redis_ca_file"),
         key_prefix=s.string("key_prefix", d.key_prefix),
         on_store_error=s.choice("on_store_error", d.on_store_error, ("deny", "allow")),
     )

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
 from redis import asyncio as aioredis
 
 from gateway.config import Config, parse_config
+from gateway.errors import Rejection
 from gateway.metrics import Metrics
 from gateway.redis_store import RedisReplayStore
 from gateway.server import RunningGateway, run_gateway
 from tests.redis_support import RedisProcess, redis_cluster, redis_server
-from tests.support import World, gateway_config, wait_until, world
+from tests.support import World, free_port, gateway_config, wait_until, world
+from tests.tls_support import TestCA
 
 
 def store_for(url: str, **extra: object) -> RedisReplayStore:
@@ -197,3 +201,40 @@ async def test_redis_cluster_mode() -> None:
 def test_redis_process_helper_uses_a_free_port() -> None:
     with redis_server() as r:
         assert isinstance(r, RedisProcess) and r.port not in (6379, 8080)
+
+
+async def test_rediss_with_acl_user_and_ca_bundle(tmp_path: Path) -> None:
+    ca = TestCA()
+    cert, key = ca.server_cert().write(tmp_path, "redis")
+    ca_file = ca.write(tmp_path)
+    port = free_port()
+    tls = [
+        "--port", "0", "--tls-port", str(port),
+        "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca_file,
+        "--tls-auth-clients", "no",
+        "--user", "default", "off",
+        "--user", "jwksgate", "on", ">s3cret-pass", "~jwksgate:*", "+@all",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as d:
+        r = RedisProcess(port=port, workdir=Path(d), extra=tls)
+        r.start()
+        try:
+            url = f"rediss://jwksgate:s3cret-pass@127.0.0.1:{port}/0"
+            trusted = store_for(url, redis_ca_file=ca_file)
+            untrusted = store_for(url)  # system CAs do not know the test CA
+            wrong_password = store_for(url.replace("s3cret", "wrong"), redis_ca_file=ca_file)
+            try:
+                key_bytes = b"sender:" + bytes(32)
+                assert await trusted.ready() is None
+                assert await trusted.reserve(key_bytes, 5.0) is True
+                assert await trusted.reserve(key_bytes, 5.0) is False
+                for bad in (untrusted, wrong_password):
+                    assert await bad.ready() is not None
+                    with pytest.raises(Rejection) as refused:
+                        await bad.reserve(b"sender:" + bytes(range(32)), 5.0)
+                    assert refused.value.reason == "replay_store_unavailable"
+            finally:
+                for s in (trusted, untrusted, wrong_password):
+                    await s.close()
+        finally:
+            r.stop()
