@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, eventloop
 from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
@@ -148,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load(args.config)
         if config is None:
             return 1
+        try:
+            loop = eventloop.loop_factory()
+        except ConfigError as e:
+            for line in e.problems:
+                print(f"config error: {line}", file=sys.stderr)
+            return 1
         configure_logging(args.log_level.upper())
         if config.workers > 1:
             from gateway.workers import run_workers
@@ -155,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_workers(config, args.log_level.upper(), args.config)
         from gateway.server import serve
 
-        asyncio.run(serve(config, config_path=args.config))
+        eventloop.run(serve(config, config_path=args.config), loop)
         return 0
     if args.command == "demo":
         from gateway.demo import run_demo

@@ -31,11 +31,16 @@ _RESTART_BACKOFF_SECONDS = 1.0
 
 
 def _worker_main(config: Config, log_level: str, config_path: str | None) -> None:
+    from gateway import eventloop
     from gateway.logs import configure_logging
     from gateway.server import serve
 
     configure_logging(log_level)
-    asyncio.run(serve(config, reuse_port=True, admin=False, config_path=config_path))
+    # The supervisor checked JWKSGATE_EVENT_LOOP already; a worker inherits its environment.
+    eventloop.run(
+        serve(config, reuse_port=True, admin=False, config_path=config_path),
+        eventloop.loop_factory(),
+    )
 
 
 class Supervisor:
