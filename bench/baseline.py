@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from gateway import eventloop
 from gateway.config import Config, load_config
 from gateway.logs import configure_logging
 from gateway.server import run_gateway
@@ -36,8 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    loop = eventloop.loop_factory()  # JWKSGATE_EVENT_LOOP, as for jwksgate run
     configure_logging(args.log_level.upper())
-    asyncio.run(serve_passthrough(config))
+    eventloop.run(serve_passthrough(config), loop)
     return 0
 
 

@@ -38,7 +38,7 @@ __all__ = ["Options", "main", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "out"
-SECTIONS = ("main", "extras", "memory", "micro", "profile")
+SECTIONS = ("main", "extras", "uvloop", "memory", "micro", "profile")
 _ALL_ALGS = ("RS256", "ES256")
 
 
@@ -51,7 +51,7 @@ class Options:
     concurrency: tuple[int, ...] = (16, 64)
     bodies: tuple[int, ...] = (1024, 65536)
     extras_concurrency: int = 64
-    sections: tuple[str, ...] = ("main", "extras", "memory", "micro")
+    sections: tuple[str, ...] = ("main", "extras", "uvloop", "memory", "micro")
     memory_entries: int = 1_000_000
     micro_iterations: int = 5000
     # Tokens per pool; None sizes the pools from est_rps.
@@ -72,6 +72,7 @@ class Server:
     kind: str  # baseline | jwksgate
     store: str = "memory"
     workers: int = 1
+    loop: str = "asyncio"  # JWKSGATE_EVENT_LOOP of the process
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,9 @@ def start_server(env: Env, cell: Cell, server: Server) -> tuple[procs.Proc, str]
         args = ["-m", "bench.baseline", "--config", str(cfg_path)]
     else:
         args = ["-m", "gateway", "run", "--config", str(cfg_path)]
-    proc = procs.start(f"{cell.name}-{server.key}", args, cfg_dir)
+    # Explicit, so that the caller's environment does not choose the loop.
+    env_vars = {"JWKSGATE_EVENT_LOOP": server.loop}
+    proc = procs.start(f"{cell.name}-{server.key}", args, cfg_dir, env=env_vars)
     procs.wait_http_ok(f"http://127.0.0.1:{admin}/readyz", proc=proc)
     procs.wait_port(port)
     return proc, f"http://127.0.0.1:{port}"
@@ -369,7 +372,37 @@ def cells(opts: Options) -> list[Cell]:
                 ],
             )
         )
+    if "uvloop" in opts.sections and not _have_uvloop():
+        say(opts, "uvloop is not installed (bench/run installs the fast extra): no uvloop cell")
+    elif "uvloop" in opts.sections:
+        out.append(
+            Cell(
+                name=f"uvloop-{_size(1024)}-c{opts.extras_concurrency}",
+                body=1024,
+                concurrency=opts.extras_concurrency,
+                servers=[
+                    baseline,
+                    jwksgate,
+                    Server("baseline-uvloop", "baseline", loop="uvloop"),
+                    Server("jwksgate-uvloop", "jwksgate", loop="uvloop"),
+                ],
+                setups=[
+                    Setup("baseline", "baseline"),
+                    Setup("jwksgate", "jwksgate"),
+                    Setup("baseline-uvloop", "baseline-uvloop"),
+                    Setup("jwksgate-uvloop", "jwksgate-uvloop"),
+                ],
+            )
+        )
     return out
+
+
+def _have_uvloop() -> bool:
+    try:
+        metadata.version("uvloop")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _size(n: int) -> str:
