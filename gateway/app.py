@@ -41,6 +41,19 @@ _ERROR_REASONS = frozenset({"upstream_unavailable", "upstream_timeout", "interna
 _NO_TOKEN = verify.ParsedToken(
     header={}, claims={}, signing_input=b"", signature=b"", payload_segment="e30"
 )
+# Backend answers that mean "not taken, try again" although they are not 5xx: the token is
+# released so that the sender's retry is delivered.
+_NOT_TAKEN = frozenset({408, 429})
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # Config sections a running process cannot change: sockets, process model, the replay store.
 RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "replay")
 # How long a reservation is held while the backend works on the push, beyond its timeout.
@@ -305,6 +318,11 @@ class Gateway:
         length = request.content_length
         if length is not None and length > cfg.limits.max_body_bytes:
             raise Rejection("body_too_large", f"the body exceeds {cfg.limits.max_body_bytes} bytes")
+        for value in request.headers.values():
+            # Bytes that are not UTF-8 arrive as surrogates and the client would drop them:
+            # refuse rather than forward a header other than the one received.
+            if not value.isascii() and not _encodable(value):
+                raise Rejection("malformed_request", "a header value is not valid UTF-8")
         if self.passthrough:
             body = await self._read_body(request, started, cfg)
             return await self._forward(request, out, request_id, cfg.issuers[0], _NO_TOKEN, body)
@@ -414,7 +432,7 @@ class Gateway:
         out.upstream_status = up.status
         if key is None:
             pass
-        elif up.status >= 500:
+        elif up.status >= 500 or up.status in _NOT_TAKEN:
             await self.store.release(key)
         else:
             await self.store.commit(key, self._replay_ttl(issuer, token))
