@@ -2,7 +2,9 @@
 
 - reserve: ``SET key owner NX PX hold``, atomic across every replica;
 - commit: ``PEXPIRE`` to the token's remaining lifetime, only while we still own the key;
-- release: compare-and-delete, so a late release never frees somebody else's reservation.
+- release: compare-and-delete, so a late release never frees somebody else's reservation;
+- a reserve that failed (its SET may still run, e.g. when a stalled Redis resumes) or a release
+  that failed is released in the background, so the sender's retry is not refused as a replay.
 
 Keys are ``<prefix><issuer>:<sha256 hex>``: namespaced, and never a raw jti (which could be long
 or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` and becomes 503
@@ -57,6 +59,9 @@ class RedisReplayStore:
         self.cfg = cfg
         self._metrics = metrics
         self._owners: dict[bytes, str] = {}
+        # Reservations whose SET failed with an unknown outcome (redis key -> owners), until
+        # released in the background.
+        self._orphans: dict[str, set[str]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._last_allow_log = 0.0
         kwargs: dict[str, Any] = {
@@ -102,15 +107,28 @@ class RedisReplayStore:
 
     async def reserve(self, key: bytes, hold_seconds: float) -> bool:
         owner = uuid.uuid4().hex
+        rkey = self.redis_key(key)
         try:
             ok = await self._call(
-                "reserve",
-                self.client.set(self.redis_key(key), owner, nx=True, px=_ms(hold_seconds)),
+                "reserve", self.client.set(rkey, owner, nx=True, px=_ms(hold_seconds))
             )
+            stale = self._orphans.get(rkey)
+            if not ok and stale:
+                # Perhaps one of our own reservations that timed out (answered 503) but ran in
+                # Redis afterwards: free it, then try once more. Another owner's stays.
+                for old in list(stale):
+                    await self._call("release", self._release_script(keys=[rkey], args=[old]))
+                ok = await self._call(
+                    "reserve", self.client.set(rkey, owner, nx=True, px=_ms(hold_seconds))
+                )
         except _StoreDown as e:
             if self.cfg.on_store_error == "allow":
                 self._log_allow(str(e))
                 return True
+            # The SET may have reached Redis and run, or still run when a stalled Redis resumes:
+            # a reservation nobody holds, which would refuse the sender's retry (409) for the
+            # whole hold, and the push would be lost. Remove it as soon as Redis answers.
+            self._abandon(rkey, owner)
             log.warning("replay store unavailable: %s", e)
             raise Rejection(
                 "replay_store_unavailable",
@@ -149,20 +167,48 @@ class RedisReplayStore:
         except _StoreDown:
             # Keep trying in the background: while the reservation stands, the sender's retry of
             # this token would be refused as in flight.
-            task = asyncio.ensure_future(self._release_later(rkey, owner))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._abandon(rkey, owner)
+
+    def _abandon(self, rkey: str, owner: str) -> None:
+        """A reservation no request holds any more (or may hold, if its SET ran after all):
+        released in the background, and freed on the spot by this process's next reserve of
+        the same key (a sender's retry) if that comes first."""
+        if len(self._background) >= _MAX_BACKGROUND_RELEASES:
+            log.error("replay store: too many pending releases; a reservation will expire alone")
+            return
+        self._orphans.setdefault(rkey, set()).add(owner)
+        task = asyncio.ensure_future(self._release_later(rkey, owner))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _release_later(self, rkey: str, owner: str) -> None:
+        # Retry soon (a sender retries after Retry-After: 2 s, after a 502 at once). Release
+        # twice: the second time after Redis has answered the first, so after it has run any
+        # command still queued from before a stall (a SET that timed out here).
         delay = 0.1
+        passes = 2
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            try:
-                await self._call("release", self._release_script(keys=[rkey], args=[owner]))
-                return
-            except _StoreDown:
-                delay = min(delay * 2, 5.0)
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                try:
+                    await self._call("release", self._release_script(keys=[rkey], args=[owner]))
+                except _StoreDown:
+                    delay = min(delay * 2, 0.5)
+                    continue
+                passes -= 1
+                if passes == 0:
+                    return
+                delay = 0.05
+        finally:
+            self._forget_orphan(rkey, owner)
+
+    def _forget_orphan(self, rkey: str, owner: str) -> None:
+        owners = self._orphans.get(rkey)
+        if owners is not None:
+            owners.discard(owner)
+            if not owners:
+                del self._orphans[rkey]
 
     async def ready(self) -> str | None:
         try:
@@ -189,6 +235,9 @@ class RedisReplayStore:
             task.cancel()
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+
+_MAX_BACKGROUND_RELEASES = 10_000
 
 
 class _StoreDown(Exception):
