@@ -429,6 +429,12 @@ class Gateway:
                 time.perf_counter() - up_started
             )
             raise
+        except asyncio.CancelledError:
+            # Cut off with no answer (the drain's grace ran out): as for a timeout, release, or
+            # the sender's retry on another replica would be refused as a replay and lost.
+            if key is not None:
+                await asyncio.shield(self.store.release(key))
+            raise
         out.upstream_status = up.status
         if key is None:
             pass

@@ -34,6 +34,8 @@ from gateway.replay import ReplayStore
 __all__ = ["RunningGateway", "run_gateway", "serve"]
 
 log = logging.getLogger("jwksgate")
+# After the drain's grace: how long cancelled requests get to clean up (release reservations).
+_CANCELLED_CLEANUP_SECONDS = 2.0
 
 
 def _timeout_response() -> bytes:
@@ -167,13 +169,21 @@ async def run_gateway(
     gw = await Gateway.create(config, clock=clock, store=store)
     gw.passthrough = passthrough
 
+    # Requests being handled: those still running when the grace runs out are cancelled, and
+    # must get to release their replay reservations before the store is closed.
+    handling: set[asyncio.Task[Any]] = set()
+
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         guard = server.guards.get(request.protocol)
         if guard is not None:
             guard.disarm()
+        task = asyncio.current_task()
+        if task is not None:
+            handling.add(task)
         try:
             return await gw.handle(request)
         finally:
+            handling.discard(task)
             if guard is not None:
                 guard.idle()
 
@@ -240,6 +250,8 @@ async def run_gateway(
         gw.draining = True
         if running is None or not running.drained:
             await proxy_runner.cleanup()
+        if handling:
+            await asyncio.wait(list(handling), timeout=_CANCELLED_CLEANUP_SECONDS)
         if admin:
             await admin_runner.cleanup()
         await gw.close()
