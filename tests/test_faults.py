@@ -142,6 +142,19 @@ async def until(predicate: Callable[[], bool], limit: float, what: str) -> None:
     raise AssertionError(f"not reached within {limit}s: {what}")
 
 
+async def poll(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
+    """Poll an asynchronous check (an HTTP probe), bounded in time."""
+    deadline = time.monotonic() + limit
+    for _ in range(int(limit / 0.05) + 1):
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            if await check():
+                return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not reached within {limit}s: {what}")
+
+
 async def finish(task: asyncio.Future[T], limit: float) -> T:
     """Wait for a background task, bounded; cancelled (and the test failed) if it overruns."""
     try:
@@ -439,6 +452,48 @@ async def test_sigterm_under_load_drains_without_half_sending(tmp_path: Path) ->
         )
 
 
+@pytest.mark.slow
+async def test_sigterm_grace_running_out_frees_the_token_for_another_replica(
+    tmp_path: Path,
+) -> None:
+    """A push still at the backend when the grace runs out is cut off without an answer. The
+    sender retries it on another replica sharing the Redis store: it must be forwarded there, not
+    refused as a replay (which the sender would take for "delivered")."""
+    with redis_server() as redis:
+        replay = {"store": "redis", "redis_url": redis.url}
+        async with rig(tmp_path, backend_delay=3.0, shutdown_grace_seconds=0.5, replay=replay) as r:
+            config = yaml.safe_load(r.gateway.config_file.read_text())
+            port, admin = free_ports(2)
+            config |= {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin}"}
+            (tmp_path / "replica").mkdir()
+            other = gateway_proc(tmp_path / "replica", config)
+            push = new_push(r.key)
+            first = asyncio.ensure_future(r.sender.attempt(push))
+            try:
+                other.proc.start()
+                await wait_ready(other, r.http)
+
+                async def at_the_backend() -> bool:
+                    m = await metric_samples(
+                        r.http, r.gateway.admin_url, "jwksgate_inflight_requests"
+                    )
+                    return sum(v for _, v in m) == 1
+
+                await poll(at_the_backend, 10, "the push in flight")
+                r.gateway.proc.signal(signal.SIGTERM)
+                cut = await finish(first, 30)
+                code = await r.gateway.proc.wait_exit(r.gateway.grace + 10)
+                await Sender(r.http, other.url).deliver(push)
+            finally:
+                await finish(first, 0)
+                other.proc.stop()
+
+            assert cut.status == CONNECTION_ERROR, cut
+            assert code == 0, r.gateway.proc.tail()
+            assert push.statuses[-1] == 200, describe([push])
+            assert (await settled(r.record, [push.jti]))[push.jti] == 1
+
+
 # -- 5. overload -------------------------------------------------------------------------------
 
 
@@ -505,18 +560,6 @@ async def requests_total(http: aiohttp.ClientSession, admin_url: str) -> dict[st
     for labels, v in await metric_samples(http, admin_url, "jwksgate_requests_total"):
         out[labels["reason"]] = out.get(labels["reason"], 0) + v
     return out
-
-
-async def poll(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    for _ in range(int(limit / 0.05) + 1):
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            if await check():
-                return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not reached within {limit}s: {what}")
 
 
 @pytest.mark.slow
