@@ -533,7 +533,7 @@ def run_memory(opts: Options) -> dict[str, Any]:
         text=True,
         timeout=600,
         check=True,
-        cwd=ROOT,
+        cwd=procs.CODE_DIR,
     )
     data: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     say(opts, f"  {data['traced_bytes_per_entry']:.0f} B/entry traced (tracemalloc), "
@@ -550,7 +550,7 @@ def run_micro(opts: Options) -> dict[str, Any]:
         text=True,
         timeout=600,
         check=True,
-        cwd=ROOT,
+        cwd=procs.CODE_DIR,
     )  # fmt: skip
     data: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     say(opts, "  " + ", ".join(f"{k} {v:.1f}" for k, v in data.items() if k != "iterations"))
@@ -599,6 +599,10 @@ def render(results: dict[str, Any]) -> str:
     """Markdown tables of the medians and ratios."""
     lines: list[str] = []
     o = results["options"]
+    code = results.get("code", {})
+    if code:
+        dirty = ", ".join(code.get("uncommitted", [])) or "none"
+        lines += [f"Code: commit {code.get('commit', '?')}, uncommitted changes: {dirty}."]
     for cell in results["cells"]:
         lines += [
             "",
@@ -663,17 +667,45 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def snapshot(out: Path) -> dict[str, Any]:
+    """Copy gateway/ and bench/ under ``out`` and run every child process from the copy: one run
+    measures one version of the code, whatever happens to the work tree meanwhile."""
+    dest = out / "code"
+    shutil.rmtree(dest, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "out")
+    for pkg in ("gateway", "bench"):
+        shutil.copytree(ROOT / pkg, dest / pkg, ignore=ignore)
+    procs.CODE_DIR = dest
+    info: dict[str, Any] = {"snapshot": str(dest)}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(ROOT)]
+        info["commit"] = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        info["uncommitted"] = subprocess.run(
+            [*git, "status", "--porcelain", "gateway", "bench"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")[:-1]
+    return info
+
+
 def run(opts: Options) -> dict[str, Any]:
     """Run the selected sections; returns (and writes) the results."""
     started = time.monotonic()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    code = snapshot(opts.out)
     plan = cells(opts)
     results: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
+        "code": code,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "cells": [],
     }
     say(opts, json.dumps(results["machine"]))
+    say(opts, f"code: {json.dumps(code)}")
     if plan or "profile" in opts.sections:
         with environment(opts, plan) as env:
             for cell in plan:

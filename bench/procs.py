@@ -27,6 +27,9 @@ __all__ = [
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
+# Where child processes import gateway/ and bench/ from: a snapshot taken at the start of a run
+# (see bench.main.snapshot), so that edits to the work tree during a run change nothing.
+CODE_DIR = ROOT
 _FORBIDDEN_PORTS = frozenset({8080})
 
 
@@ -161,7 +164,7 @@ def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **(env or {})},
-            cwd=ROOT,  # python -m bench.* and -m gateway import from the repository
+            cwd=CODE_DIR,  # python -m bench.* and -m gateway import from here
         )
     return Proc(name=name, popen=popen, log=log)
 
