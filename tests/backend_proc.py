@@ -7,6 +7,10 @@ line, only once the 200 response has been written and handed to the kernel: a li
 "this backend answered 2xx for this token". Restarting the process on the same port appends to the
 same file, so FILE counts deliveries across restarts.
 
+``POST /__control/hold`` with body ``on`` makes every push wait, after its delay and before its
+answer, until ``off`` (at most a minute); ``GET /__control/held`` says how many are waiting. A test
+uses it to have requests provably in flight at the moment it acts, whatever the scheduling.
+
 SIGUSR1 makes the process SIGKILL itself from its event loop. That is a real SIGKILL (no cleanup,
 connections reset, in-flight requests lost), delivered between two event-loop steps, so never
 between writing a response and recording it: an external SIGKILL could land in that microsecond
@@ -38,10 +42,20 @@ def jti_of(claims_header: str | None) -> str:
 
 
 def build_app(record_fd: int, delay: float) -> web.Application:
+    go = asyncio.Event()
+    go.set()
+    held = [0]
+
     async def push(request: web.Request) -> web.StreamResponse:
         await request.read()
         if delay:
             await asyncio.sleep(delay)
+        if not go.is_set():
+            held[0] += 1
+            try:
+                await asyncio.wait_for(go.wait(), 60)
+            finally:
+                held[0] -= 1
         jti = jti_of(request.headers.get("X-Jwt-Claims"))
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         resp.content_length = len(_BODY)
@@ -60,7 +74,19 @@ def build_app(record_fd: int, delay: float) -> web.Application:
         os.write(record_fd, f"{jti}\n".encode())  # O_APPEND: one atomic line
         return resp
 
+    async def hold(request: web.Request) -> web.Response:
+        if (await request.text()).strip() == "on":
+            go.clear()
+        else:
+            go.set()
+        return web.Response(text="ok")
+
+    async def count_held(_: web.Request) -> web.Response:
+        return web.Response(text=str(held[0]))
+
     app = web.Application()
+    app.router.add_post("/__control/hold", hold)
+    app.router.add_get("/__control/held", count_held)
     app.router.add_route("*", "/{tail:.*}", push)
     return app
 

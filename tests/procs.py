@@ -83,8 +83,9 @@ class Proc:
         self._files = []
 
     def stop(self) -> None:
-        """SIGKILL the process group (the process and anything it spawned), then reap."""
-        if self.popen is not None:
+        """SIGKILL the process group (the process and anything it spawned), then reap. Only while
+        the process runs: once it is reaped its PID, and so the group's ID, may be reused."""
+        if self.popen is not None and self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
         self.reap()
