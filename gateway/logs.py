@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["AccessLog", "configure_logging"]
@@ -54,8 +55,11 @@ class AccessLog:
     beyond ``max_rejections_per_second`` rejected lines a second, the rest are counted and the
     count is reported on the next line written."""
 
-    def __init__(self, max_rejections_per_second: int = 100) -> None:
+    def __init__(
+        self, max_rejections_per_second: int = 100, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._log = logging.getLogger("jwksgate.access")
+        self._clock = clock
         self._limit = max_rejections_per_second
         self._window = 0
         self._in_window = 0
@@ -65,7 +69,7 @@ class AccessLog:
         if not self._log.isEnabledFor(logging.INFO):
             return
         if rejected:
-            second = int(time.monotonic())
+            second = int(self._clock())
             if second != self._window:
                 self._window, self._in_window = second, 0
             self._in_window += 1
