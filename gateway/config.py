@@ -172,6 +172,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    # Mounted secrets the config reads (token_files, secret_files): a change reloads the config.
+    secret_files: tuple[str, ...] = field(default=(), compare=False)
 
     def issuer_names(self) -> list[str]:
         return [i.name for i in self.issuers]
@@ -185,8 +187,11 @@ _MISSING: Any = object()
 
 
 class _Problems:
+    """What parsing collects beside the values: problems, and the secret files it read."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.files: list[str] = []
 
     def add(self, path: str, message: str) -> None:
         self.lines.append(f"{path}: {message}")
@@ -436,6 +441,7 @@ def _secret_values(s: _Section, key: str, files_key: str) -> list[str]:
     """Inline values (usually ``${ENV}``) plus one value per mounted file, stripped."""
     values = list(s.strings(key, ()))
     for i, path in enumerate(s.strings(files_key, ())):
+        s.problems.files.append(path)
         try:
             values.append(Path(path).read_text(encoding="utf-8").strip())
         except OSError as e:
@@ -622,6 +628,7 @@ def parse_config(data: Any) -> Config:
         limits=limits,
         replay=replay,
         forward=forward,
+        secret_files=tuple(problems.files),
     )
 
 

@@ -273,8 +273,9 @@ def _digest(*paths: str | None) -> bytes | None:
 
 
 class Watcher:
-    """Live reload: the config file (a ConfigMap changes by symlink swap, so contents are
-    compared, not mtimes), SIGHUP, and the TLS certificate and key (cert-manager rotates them).
+    """Live reload: the config file and the secret files it reads (a ConfigMap or Secret
+    changes by symlink swap, so contents are compared, not mtimes), SIGHUP, and the TLS
+    certificate and key (cert-manager rotates them).
 
     A new config is validated first and refused whole when invalid; the old one stays.
     """
@@ -284,8 +285,13 @@ class Watcher:
         self.path = path
         self.interval = interval
         self._lock = asyncio.Lock()
-        self.config_digest = _digest(path) if path else None
+        self.config_digest = self._config_digest()
         self.tls_digest = self._tls_digest()
+
+    def _config_digest(self) -> bytes | None:
+        if self.path is None:
+            return None
+        return _digest(self.path, *self.running.gateway.config.secret_files)
 
     def _tls_digest(self) -> bytes | None:
         tls = self.running.gateway.config.tls
@@ -297,15 +303,16 @@ class Watcher:
             return False
         metrics = self.running.gateway.metrics
         async with self._lock:
-            self.config_digest = _digest(self.path)
             try:
                 new = load_config(self.path)
                 await self.running.gateway.reload(new)
             except ConfigError as e:
+                self.config_digest = self._config_digest()
                 metrics.config_reloads.labels(result="failure").inc()
                 for line in e.problems:
                     log.error("config reload (%s) refused, old config kept: %s", why, line)
                 return False
+            self.config_digest = self._config_digest()
             metrics.config_reloads.labels(result="success").inc()
             log.info("config reloaded (%s): %d issuers", why, len(new.issuers))
             return True
@@ -331,7 +338,7 @@ class Watcher:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self.path and _digest(self.path) not in (None, self.config_digest):
+            if self._config_digest() not in (None, self.config_digest):
                 await self.reload("file changed")
             tls_digest = self._tls_digest()
             if tls_digest is not None and tls_digest != self.tls_digest:

@@ -535,3 +535,32 @@ async def test_real_process_reloads_on_sighup_and_refuses_an_invalid_file(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+async def test_rotating_a_mounted_token_file_reloads_without_touching_the_config(
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "a2a-token"
+    first, second = "first-token-" + "a" * 16, "second-token-" + "b" * 16
+    token_file.write_text(first + "\n")
+    async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
+        static = {
+            "name": "a2a-sdk",
+            "profile": "a2a-static-token",
+            "path_prefix": "/a2a",
+            "static_token": {"token_files": [str(token_file)]},
+        }
+        r.data["issuers"] = [*r.data["issuers"], static]
+        r.write(r.data)
+        await wait_reloads(http, r.admin_url, success=1, failure=0)
+
+        async def status(token: str) -> int:
+            headers = {"X-A2A-Notification-Token": token}
+            async with http.post(r.w.url + "/a2a/notify", data=BODY, headers=headers) as resp:
+                return resp.status
+
+        assert await status(first) == 200
+        token_file.write_text(second + "\n")  # the Secret rotates; config.yaml is unchanged
+        await wait_reloads(http, r.admin_url, success=2, failure=0)
+        assert await status(second) == 200
+        assert await status(first) == 401
