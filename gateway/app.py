@@ -531,8 +531,7 @@ class Gateway:
         else:
             reason = r.reason
             outcome = "error" if reason in _ERROR_REASONS else "rejected"
-        self.metrics.requests.labels(issuer=out.issuer, outcome=outcome, reason=reason).inc()
-        self.metrics.request_duration.labels(issuer=out.issuer, outcome=outcome).observe(elapsed)
+        self.metrics.record_request(out.issuer, outcome, reason, elapsed)
         line: dict[str, Any] = {
             "ts": round(time.time(), 3),
             "event": "request",

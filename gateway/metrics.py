@@ -51,6 +51,7 @@ class Metrics:
 
     def __init__(self, issuers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         r = self.registry
         self.requests = Counter(
             "jwksgate_requests",
@@ -184,6 +185,20 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         for name in issuers:
             self.add_issuer(name)
+
+    def record_request(self, issuer: str, outcome: str, reason: str, seconds: float) -> None:
+        """Count one request outcome. The label children are cached: every label value is
+        bounded (configured issuer names, fixed outcomes and reason codes), so is the cache."""
+        key = (issuer, outcome, reason)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(issuer=issuer, outcome=outcome, reason=reason),
+                self.request_duration.labels(issuer=issuer, outcome=outcome),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""
