@@ -81,15 +81,18 @@ def rejection_response(r: Rejection, request_id: str | None = None) -> web.Respo
     return resp
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Runtime:
     """Everything a request needs that a config reload replaces, swapped as one reference:
-    a request captures it once at its start and finishes under it, whatever reloads meanwhile."""
+    a request captures it once at its start and finishes under it, whatever reloads meanwhile.
+    ``users`` counts those requests, so that a replaced upstream session is closed only once
+    nobody uses it."""
 
     config: Config
     caches: dict[str, JwksCache]
     upstream: Upstream
     gateway_headers: frozenset[str]
+    users: int = 0
 
 
 @dataclass(slots=True)
@@ -229,11 +232,15 @@ class Gateway:
         for cache in fresh:
             self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
         if not same_upstream:
-            grace = old.config.upstream.timeout_seconds + _HOLD_MARGIN_SECONDS
-            self._retired.add(old.upstream)
-            self._tasks.append(
-                asyncio.ensure_future(_close_later(old.upstream, grace, self._retired))
+            lim = old.config.limits
+            grace = (
+                lim.body_timeout_seconds
+                + old.config.upstream.timeout_seconds
+                + old.config.replay.redis_timeout_seconds * 6
+                + _HOLD_MARGIN_SECONDS
             )
+            self._retired.add(old.upstream)
+            self._tasks.append(asyncio.ensure_future(_close_when_unused(old, grace, self._retired)))
 
     async def refresh_gauges(self) -> None:
         """Gauges that are derived rather than counted: JWKS age, store size, readiness."""
@@ -279,7 +286,9 @@ class Gateway:
         started = time.perf_counter()
         incoming_id = request.headers.get("X-Request-Id", "")
         request_id = incoming_id if _REQUEST_ID_RE.fullmatch(incoming_id) else uuid.uuid4().hex
-        out = _Outcome(rt=self.rt)
+        rt = self.rt
+        rt.users += 1
+        out = _Outcome(rt=rt)
         resp: web.StreamResponse
         try:
             if self.draining:
@@ -301,6 +310,8 @@ class Gateway:
             bug = Rejection("internal_error", "the gateway failed unexpectedly; retry")
             out.rejection = bug
             resp = rejection_response(bug, request_id)
+        finally:
+            rt.users -= 1
         self._record(request, out, resp.status, request_id, time.perf_counter() - started)
         return resp
 
@@ -421,27 +432,28 @@ class Gateway:
         up_started = time.perf_counter()
         try:
             up = await rt.upstream.open(request.method, request.raw_path, headers, body)
-        except Rejection:
-            # Not delivered: the sender's retry of this very token must be accepted.
+        except BaseException as e:
+            # Not delivered, whatever went wrong (no answer, a timeout, the drain's grace cut it
+            # off, a bug): the sender's retry of this very token must be accepted, on this
+            # replica or another. Shielded, so that a cancellation cannot skip the release.
             if key is not None:
-                await self.store.release(key)
+                await asyncio.shield(self.store.release(key))
             self.metrics.upstream_duration.labels(status_class="error").observe(
                 time.perf_counter() - up_started
             )
-            raise
-        except asyncio.CancelledError:
-            # Cut off with no answer (the drain's grace ran out): as for a timeout, release, or
-            # the sender's retry on another replica would be refused as a replay and lost.
-            if key is not None:
-                await asyncio.shield(self.store.release(key))
-            raise
+            if isinstance(e, Rejection | asyncio.CancelledError) or not isinstance(e, Exception):
+                raise
+            log.warning("forwarding failed: %r", e)
+            raise Rejection(
+                "upstream_unavailable", "the push could not be sent to the backend; retry"
+            ) from None
         out.upstream_status = up.status
         if key is None:
             pass
         elif up.status >= 500 or up.status in _NOT_TAKEN:
-            await self.store.release(key)
+            await asyncio.shield(self.store.release(key))
         else:
-            await self.store.commit(key, self._replay_ttl(issuer, token))
+            await asyncio.shield(self.store.commit(key, self._replay_ttl(issuer, token)))
         try:
             return await rt.upstream.relay(request, up)
         except Rejection:
@@ -558,11 +570,14 @@ class Gateway:
         self.access.write(line, rejected=r is not None)
 
 
-async def _close_later(upstream: Upstream, delay: float, retired: set[Upstream]) -> None:
-    # The old runtime's requests may still be using its client session.
-    await asyncio.sleep(delay)
-    await upstream.close()
-    retired.discard(upstream)
+async def _close_when_unused(old: Runtime, limit: float, retired: set[Upstream]) -> None:
+    """Close a replaced upstream session once no request started under ``old`` is left, or
+    after ``limit`` seconds (by then every such request has hit one of its own timeouts)."""
+    deadline = time.monotonic() + limit
+    while old.users and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, no event
+        await asyncio.sleep(0.2)
+    await old.upstream.close()
+    retired.discard(old.upstream)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

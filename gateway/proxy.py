@@ -8,6 +8,7 @@ never copied, aiohttp's client computes them for the bytes it sends.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -20,6 +21,8 @@ from yarl import URL
 
 from gateway.config import ForwardConfig, IssuerConfig, UpstreamConfig
 from gateway.errors import Rejection
+
+log = logging.getLogger("jwksgate")
 
 __all__ = [
     "ISSUER_HEADER",
@@ -206,12 +209,13 @@ class Upstream:
             try:
                 while chunk := await _answer_part(up.content.readany):
                     await resp.write(chunk)
-            except Rejection:
-                # The status line is out: only closing the connection before the end tells the
-                # sender that the answer is incomplete; otherwise it waits for the rest.
+                await resp.write_eof()
+            except (Rejection, ConnectionError, aiohttp.ClientConnectionResetError) as e:
+                # The status line is out, so the backend's status stands (the push was taken).
+                # Only closing the connection before the end tells the sender that the answer
+                # is incomplete; otherwise it would wait for the rest.
+                log.warning("answer to the sender cut short after the status line: %s", e)
                 request.protocol.force_close()
-                raise
-            await resp.write_eof()
             return resp
         finally:
             up.release()

@@ -100,8 +100,10 @@ async def test_upstream_timeout_then_the_retry_succeeds() -> None:
             assert reply.status == 200, reply.body
             reply = await push(http, w, BODY, token=token)
             assert reply.outcome == (409, "replayed")
-        # At least once: the backend saw the timed-out attempt and the retry.
-        assert [r.body for r in backend.received] == [BODY, BODY]
+        # The retry was delivered (200 above). Whether the backend also got to read the body of
+        # the attempt the gateway gave up on depends on when that connection closed: at least
+        # once, at most twice.
+        assert [r.body for r in backend.received] in ([BODY], [BODY, BODY])
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -438,10 +440,11 @@ async def test_backend_breaking_off_a_streamed_answer_breaks_the_senders_connect
                     async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
                         assert resp.status == 200
                         await resp.read()
-                # Incomplete answers release the token, like a timeout: the retry is delivered.
+                # The backend's 200 went out: it took the push, so the token stays consumed and
+                # the sender's retry is told so (409), rather than delivered a second time.
                 reply = await push(http, w, BODY, token=token)
-                assert (reply.status, reply.body) == (200, b"ok")
+                assert reply.outcome == (409, "replayed")
                 m = await scrape(http, w.admin_url)
-            assert upstream.requests == [BODY, BODY]
-            broken = {"issuer": "sender", "outcome": "error", "reason": "upstream_unavailable"}
-            assert m.value("jwksgate_requests_total", **broken) == 1
+            assert upstream.requests == [BODY]
+            forwarded = {"issuer": "sender", "outcome": "forwarded", "reason": "none"}
+            assert m.value("jwksgate_requests_total", **forwarded) == 1

@@ -564,3 +564,39 @@ async def test_rotating_a_mounted_token_file_reloads_without_touching_the_config
         await wait_reloads(http, r.admin_url, success=2, failure=0)
         assert await status(second) == 200
         assert await status(first) == 401
+
+
+async def test_any_failure_to_send_is_a_retryable_502_and_the_token_is_kept(
+    tmp_path: Path,
+) -> None:
+    # A closed client session (what a too-early close of a replaced upstream would cause) used
+    # to surface as a 500 after the reservation was kept: the retry got 409 and the push was lost.
+    async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
+        assert r.w.running is not None
+        gw = r.w.running.gateway
+        await gw.upstream.session.close()
+        token = r.w.token(BODY, sub="agent-9")
+        reply = await r.push(http, token=token)
+        assert reply.outcome == (502, "upstream_unavailable")
+        r.data["upstream"] = {**r.data["upstream"], "connect_timeout_seconds": 4}
+        r.write(r.data)  # a new upstream section: a new client session
+        await wait_reloads(http, r.admin_url, success=1, failure=0)
+        assert (await r.push(http, token=token)).status == 200
+        assert (await r.push(http, token=token)).outcome == (409, "replayed")
+
+
+async def test_a_replaced_upstream_is_closed_only_when_its_last_request_is_done() -> None:
+    from gateway.app import Runtime, _close_when_unused
+    from gateway.config import UpstreamConfig
+    from gateway.proxy import Upstream
+
+    upstream = Upstream(UpstreamConfig())
+    old = Runtime(config=None, caches={}, upstream=upstream, gateway_headers=frozenset())  # type: ignore[arg-type]
+    old.users = 1
+    retired = {upstream}
+    closer = asyncio.ensure_future(_close_when_unused(old, 30.0, retired))
+    await asyncio.sleep(0.5)
+    assert not upstream.session.closed  # a request started under `old` is still running
+    old.users = 0
+    await asyncio.wait_for(closer, 5)
+    assert upstream.session.closed and retired == set()
