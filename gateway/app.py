@@ -37,6 +37,7 @@ log = logging.getLogger("jwksgate")
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
 _ERROR_REASONS = frozenset({"upstream_unavailable", "upstream_timeout", "internal_error"})
 _NO_TOKEN = verify.ParsedToken(
     header={}, claims={}, signing_input=b"", signature=b"", payload_segment="e30"
@@ -55,7 +56,7 @@ def _encodable(value: str) -> bool:
 
 
 # Config sections a running process cannot change: sockets, process model, the replay store.
-RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "replay")
+RESTART_ONLY = ("listen", "admin_listen", "workers", "tls", "replay", "shutdown_grace_seconds")
 # How long a reservation is held while the backend works on the push, beyond its timeout.
 _HOLD_MARGIN_SECONDS = 5.0
 
@@ -324,8 +325,12 @@ class Gateway:
         if not raw_path.startswith("/"):
             raise Rejection("malformed_request", "only origin-form request targets are accepted")
         path = raw_path.split("?", 1)[0]
-        if _DOT_SEGMENT_RE.search(path):
-            raise Rejection("malformed_request", "dot segments in the path are not accepted")
+        if _DOT_SEGMENT_RE.search(path) or _ESCAPED_SEPARATOR_RE.search(path):
+            # Routing works on the path as received; a backend that decodes %2F or %5C before
+            # resolving ".." would serve another issuer's path (Envoy rejects these too).
+            raise Rejection(
+                "malformed_request", "dot segments or escaped slashes in the path are not accepted"
+            )
         length = request.content_length
         if length is not None and length > cfg.limits.max_body_bytes:
             raise Rejection("body_too_large", f"the body exceeds {cfg.limits.max_body_bytes} bytes")

@@ -103,6 +103,10 @@ def upstream_headers(
     """The headers sent to the backend, and how many claim headers were left out as too long."""
     listed = _connection_tokens(incoming)
     prefix = _norm(forward.header_prefix)
+    secrets: frozenset[str] = frozenset()
+    if issuer.static_token is not None and not forward.keep_token:
+        # The notification token is a credential, like Authorization: the backend never sees it.
+        secrets = frozenset(_norm(h) for h in issuer.static_token.headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         n = _norm(name)
@@ -113,6 +117,7 @@ def upstream_headers(
             or n in gateway_headers
             or n.startswith(prefix)
             or (n == "authorization" and not forward.keep_token)
+            or n in secrets
         ):
             continue
         out.add(name, value)

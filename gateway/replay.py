@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -61,6 +62,7 @@ class MemoryReplayStore:
         self.max_entries = max_entries
         self._clock = clock
         self._expiry: dict[bytes, float] = {}
+        self._last_full_sweep = -math.inf
         self._sweeper: asyncio.Task[None] | None = None
 
     async def reserve(self, key: bytes, hold_seconds: float) -> bool:
@@ -69,7 +71,11 @@ class MemoryReplayStore:
         if expiry is not None and expiry > now:
             return False
         if expiry is None and len(self._expiry) >= self.max_entries:
-            self._sweep_all(now)
+            # A full sweep walks every entry: at most once a second, or a full store would
+            # stall the event loop (and the admin port with it) on every request.
+            if now - self._last_full_sweep >= 1.0:
+                self._last_full_sweep = now
+                self._sweep_all(now)
             if len(self._expiry) >= self.max_entries:
                 raise Rejection(
                     "replay_store_full",

@@ -62,7 +62,7 @@ class _HeaderDeadline(asyncio.Protocol):
     def _arm(self) -> None:
         if self.timer is None and not self.busy:
             loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.server.header_timeout, self._expired)
+            self.timer = loop.call_later(self.server.header_timeout(), self._expired)
 
     def disarm(self) -> None:
         self.busy = True
@@ -112,7 +112,11 @@ class _HeaderDeadline(asyncio.Protocol):
 
 class _GuardedServer(web.Server):
     def __init__(
-        self, handler: Any, header_timeout: float, on_header_timeout: Callable[[], None], **kw: Any
+        self,
+        handler: Any,
+        header_timeout: Callable[[], float],
+        on_header_timeout: Callable[[], None],
+        **kw: Any,
     ) -> None:
         super().__init__(handler, **kw)
         self.header_timeout = header_timeout
@@ -193,14 +197,14 @@ async def run_gateway(
         gw.access.write(
             {"ts": round(time.time(), 3), "event": "request", "request_id": uuid.uuid4().hex,
              "issuer": "unknown", "outcome": "rejected", "reason": r.reason, "status": 408,
-             "duration_ms": config.limits.header_timeout_seconds * 1000, "detail": r.detail},
+             "duration_ms": gw.config.limits.header_timeout_seconds * 1000, "detail": r.detail},
             rejected=True,
         )  # fmt: skip
 
-    limits = config.limits
     server = _GuardedServer(
         handler,
-        limits.header_timeout_seconds,
+        # Read per connection, so that a reload of limits applies to new connections.
+        lambda: gw.config.limits.header_timeout_seconds,
         on_header_timeout,
         # Hash and forward the body exactly as received (gzip stays gzip).
         auto_decompress=False,

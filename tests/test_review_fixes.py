@@ -1,0 +1,98 @@
+"""Regression tests for defects found in review: each fails on the code before its fix."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from gateway.config import parse_config
+from gateway.replay import MemoryReplayStore
+from tests.support import FakeClock, World, gateway_config, world
+
+BODY = b'{"event":"x"}'
+
+
+@pytest.mark.parametrize(
+    "path", ["/billing/..%2Forders/hook", "/billing/%2e%2e%2forders/hook", "/b/..%5Co", "/a\\b"]
+)
+async def test_escaped_slashes_in_the_path_are_refused(path: str) -> None:
+    async with world() as w, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        async with http.post(w.url + path, data=BODY, headers=headers) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == "malformed_request"
+        assert w.backend.received == []
+
+
+async def test_static_token_headers_never_reach_the_backend() -> None:
+    token = "notification-token-" + "x" * 16
+
+    def configure(w: World) -> object:
+        return parse_config(
+            {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "upstream": {"url": w.backend_url},
+                "issuers": [
+                    {"name": "sdk", "profile": "a2a-static-token",
+                     "static_token": {"tokens": [token]}},
+                ],
+            }
+        )  # fmt: skip
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        headers = {"X-A2A-Notification-Token": token, "A2A-Notification-Token": token}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        [got] = w.backend.received
+        assert got.header("X-A2A-Notification-Token") is None
+        assert got.header("A2A-Notification-Token") is None
+        assert got.header("X-Jwt-Issuer") == "sdk"
+
+
+async def test_a_full_memory_store_sweeps_at_most_once_a_second() -> None:
+    clock = FakeClock(1000.0)
+    store = MemoryReplayStore(max_entries=3, clock=clock)
+    sweeps = 0
+    original = store._sweep_all
+
+    def counting(now: float) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        original(now)
+
+    store._sweep_all = counting  # type: ignore[method-assign]
+    for i in range(3):
+        assert await store.reserve(bytes([i]) * 32, 60.0)
+    for i in range(50):
+        with pytest.raises(Exception, match="full"):
+            await store.reserve(bytes([100 + i]) * 32, 60.0)
+    assert sweeps == 1
+    clock.advance(61)  # the entries expire; the next sweep (a second later) frees them
+    assert await store.reserve(b"\x01" * 32 + b"new", 60.0)
+    assert sweeps == 2
+
+
+def test_shutdown_grace_and_listen_need_a_restart() -> None:
+    from gateway.app import RESTART_ONLY
+
+    assert "shutdown_grace_seconds" in RESTART_ONLY and "listen" in RESTART_ONLY
+
+
+async def test_header_timeout_follows_a_reload() -> None:
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 30})
+
+    async with world(configure) as w:  # type: ignore[arg-type]
+        assert w.running is not None
+        gw = w.running.gateway
+        new = gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 0.2})
+        await gw.reload(new)
+        host, port = w.url.removeprefix("http://").split(":")
+        import asyncio
+
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\n")  # never finished
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408")
