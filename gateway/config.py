@@ -12,6 +12,7 @@ import binascii
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,28 @@ def _file(s: _Section, key: str, required: bool = False) -> Any:
     return value
 
 
+def _ca_file(s: _Section, key: str) -> Any:
+    """A CA bundle, loaded once here so that a bad one is a config error, not a crash later."""
+    value = _file(s, key)
+    if isinstance(value, str) and os.path.isfile(value):
+        try:
+            ssl.create_default_context(cafile=value)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            s.problems.add(s.at(key), f"{value} is not a PEM CA bundle ({e})")
+    return value
+
+
+def _cert_pair(s: _Section, cert_key: str, key_key: str, cert: Any, key: Any) -> None:
+    if not (isinstance(cert, str) and isinstance(key, str)):
+        return
+    if not (os.path.isfile(cert) and os.path.isfile(key)):
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        s.problems.add(s.at(cert_key), f"and {key_key} are not a PEM certificate and its key ({e})")
+
+
 def _header_name(s: _Section, path: str, value: str) -> None:
     if not HEADER_NAME_RE.match(value):
         s.problems.add(path, "must be a valid HTTP header name")
@@ -353,12 +376,13 @@ def _upstream(s: _Section) -> UpstreamConfig:
             "connect_timeout_seconds", d.connect_timeout_seconds, 0.001
         ),
         max_connections=s.integer("max_connections", d.max_connections, 1),
-        ca_file=_file(s, "ca_file"),
+        ca_file=_ca_file(s, "ca_file"),
         client_cert_file=_file(s, "client_cert_file"),
         client_key_file=_file(s, "client_key_file"),
     )
     if (cfg.client_cert_file is None) != (cfg.client_key_file is None):
         s.problems.add(s.path, "client_cert_file and client_key_file go together")
+    _cert_pair(s, "client_cert_file", "client_key_file", cfg.client_cert_file, cfg.client_key_file)
     s.finish()
     return cfg
 
@@ -384,7 +408,7 @@ def _replay(s: _Section) -> ReplayConfig:
         redis_mode=s.choice("redis_mode", d.redis_mode, ("standalone", "cluster")),
         redis_pool_size=s.integer("redis_pool_size", d.redis_pool_size, 1),
         redis_timeout_seconds=s.number("redis_timeout_seconds", d.redis_timeout_seconds, 0.001),
-        redis_ca_file=_file(s, "redis_ca_file"),
+        redis_ca_file=_ca_file(s, "redis_ca_file"),
         key_prefix=s.string("key_prefix", d.key_prefix),
         on_store_error=s.choice("on_store_error", d.on_store_error, ("deny", "allow")),
     )
@@ -431,7 +455,7 @@ def _jwks(s: _Section) -> JwksConfig:
         max_stale_seconds=s.number("max_stale_seconds", d.max_stale_seconds, 0),
         max_bytes=s.integer("max_bytes", d.max_bytes, 64),
         max_keys=s.integer("max_keys", d.max_keys, 1),
-        ca_file=_file(s, "ca_file"),
+        ca_file=_ca_file(s, "ca_file"),
     )
     s.finish()
     return cfg
@@ -601,6 +625,7 @@ def parse_config(data: Any) -> Config:
     if tls_raw is not _MISSING and tls_raw is not None:
         ts = _Section(tls_raw, "tls", problems)
         tls = TlsConfig(_file(ts, "cert_file", True), _file(ts, "key_file", True))
+        _cert_pair(ts, "cert_file", "key_file", tls.cert_file, tls.key_file)
         ts.finish()
     upstream = _upstream(top.section("upstream"))
     limits = _limits(top.section("limits"))

@@ -310,10 +310,13 @@ class Watcher:
             try:
                 new = load_config(self.path)
                 await self.running.gateway.reload(new)
-            except ConfigError as e:
+            except Exception as e:
+                # Whatever failed, the old config stays in force and the watcher keeps going:
+                # a dead watcher would also stop certificate rotation.
                 self.config_digest = self._config_digest()
                 metrics.config_reloads.labels(result="failure").inc()
-                for line in e.problems:
+                problems = e.problems if isinstance(e, ConfigError) else [repr(e)]
+                for line in problems:
                     log.error("config reload (%s) refused, old config kept: %s", why, line)
                 return False
             self.config_digest = self._config_digest()
@@ -342,12 +345,15 @@ class Watcher:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if self._config_digest() not in (None, self.config_digest):
-                await self.reload("file changed")
-            tls_digest = self._tls_digest()
-            if tls_digest is not None and tls_digest != self.tls_digest:
-                self.tls_digest = tls_digest
-                self.reload_tls()
+            try:
+                if self._config_digest() not in (None, self.config_digest):
+                    await self.reload("file changed")
+                tls_digest = self._tls_digest()
+                if tls_digest is not None and tls_digest != self.tls_digest:
+                    self.tls_digest = tls_digest
+                    self.reload_tls()
+            except Exception:
+                log.exception("config watcher: unexpected error; still watching")
 
 
 async def serve(

@@ -7,10 +7,13 @@ showing every key of contract §2.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import yaml
 
 from gateway.config import Config, Listen, load_config, parse_config
 from gateway.errors import ConfigError
+from tests.tls_support import TestCA
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"
@@ -53,6 +57,12 @@ def with_issuer(index: int, **changes: Any) -> dict[str, Any]:
     data = base()
     data["issuers"][index].update(changes)
     return data
+
+
+# A real certificate and key: the config loads them to check they are a usable pair.
+_PEM_DIR = tempfile.mkdtemp(prefix="jwksgate-test-config-")
+atexit.register(shutil.rmtree, _PEM_DIR, True)
+_CERT, _KEY = TestCA().server_cert().write(Path(_PEM_DIR), "server")
 
 
 def problems(data: Any) -> list[str]:
@@ -219,7 +229,7 @@ def test_top_level_must_be_a_mapping(document: Any) -> None:
         (base(replay={"ttl": 1}), "replay.ttl: unknown key"),
         (base(forward={"prefix": "X-"}), "forward.prefix: unknown key"),
         (
-            base(tls={"cert_file": __file__, "key_file": __file__, "ca_file": "c"}),
+            base(tls={"cert_file": _CERT, "key_file": _KEY, "ca_file": "c"}),
             "tls.ca_file: unknown key",
         ),
         (with_issuer(1, audience="x"), "issuers[1].audience: unknown key"),
@@ -640,3 +650,19 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
         load_config(cfg)
     assert "duplicate key 'name'" in err.value.problems[0]
     assert "line 4" in err.value.problems[0]
+
+
+def test_tls_files_must_be_a_usable_certificate_and_key(tmp_path: Path) -> None:
+    other = TestCA().server_cert().write(tmp_path, "other")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    lines = problems(
+        base(
+            tls={"cert_file": _CERT, "key_file": other[1]},
+            upstream={"url": "https://x.example", "ca_file": str(not_pem)},
+        )
+    )
+    assert any(line.startswith("tls.cert_file: and key_file are not a PEM") for line in lines)
+    assert any(
+        line.startswith("upstream.ca_file: ") and "not a PEM CA bundle" in line for line in lines
+    )

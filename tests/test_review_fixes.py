@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import aiohttp
 import pytest
 
@@ -96,3 +99,33 @@ async def test_header_timeout_follows_a_reload() -> None:
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_an_unexpected_reload_error_is_a_failed_reload_not_a_dead_watcher(
+    tmp_path: Path,
+) -> None:
+    from gateway.server import Watcher
+
+    cfg = tmp_path / "config.yaml"
+    async with world() as w:
+        assert w.running is not None
+        gw = w.running.gateway
+        cfg.write_text(json.dumps(yaml_data(w)))
+
+        async def broken(_: object) -> None:
+            raise RuntimeError("simulated failure inside reload")
+
+        gw.reload = broken  # type: ignore[method-assign, assignment]
+        watcher = Watcher(w.running, str(cfg), interval=0.05)
+        assert await watcher.reload("test") is False
+        exposition = gw.metrics.exposition().decode()
+        assert 'jwksgate_config_reloads_total{result="failure"} 1.0' in exposition
+
+
+def yaml_data(w: World) -> dict[str, object]:
+    return {
+        "listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "upstream": {"url": w.backend_url},
+        "issuers": [{"name": "sender", "issuer": "https://sender.test", "jwks_url": w.jwks_url}],
+    }
