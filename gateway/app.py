@@ -25,7 +25,7 @@ from gateway import schemes, verify
 from gateway.config import Config, IssuerConfig
 from gateway.errors import ConfigError, Rejection
 from gateway.jsonstrict import dumps_compact
-from gateway.keys import JwksCache
+from gateway.keys import JwksCache, VerifyKey
 from gateway.logs import AccessLog, clip
 from gateway.metrics import CONTENT_TYPE, Metrics, status_class
 from gateway.proxy import Upstream, gateway_header_names, upstream_headers
@@ -497,15 +497,23 @@ class Gateway:
                 raise Rejection("bad_signature", "the token's signature does not verify")
             return
         keys = await cache.kidless_candidates(alg)
-        tried = 0
+        if self._verify_any(issuer, token, keys):
+            return
+        fresh = await cache.kidless_after_miss(alg, keys)
+        if not self._verify_any(issuer, token, fresh):
+            raise Rejection("bad_signature", "the token's signature does not verify with any key")
+
+    def _verify_any(
+        self, issuer: IssuerConfig, token: verify.ParsedToken, keys: list[VerifyKey]
+    ) -> bool:
+        tried, ok = 0, False
         for key in keys:
             tried += 1
             if key.verify(token.signing_input, token.signature):
+                ok = True
                 break
-        else:
-            self.metrics.kidless_attempts.labels(issuer=issuer.name).inc(tried)
-            raise Rejection("bad_signature", "the token's signature does not verify with any key")
         self.metrics.kidless_attempts.labels(issuer=issuer.name).inc(tried)
+        return ok
 
     async def _read_body(self, request: web.BaseRequest, started: float, cfg: Config) -> bytes:
         limit = cfg.limits.max_body_bytes

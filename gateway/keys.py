@@ -291,6 +291,19 @@ class JwksCache:
                 raise self._unavailable()
         return ks.for_alg(alg)
 
+    async def kidless_after_miss(self, alg: str, tried: list[VerifyKey]) -> list[VerifyKey]:
+        """No key verified a token without kid: perhaps the sender rotated. Refetch (rate
+        limited, as for an unknown kid) and return the new keys to try; none when the set is
+        unchanged. 503 ``jwks_unavailable`` when the gateway cannot know (fetching fails)."""
+        before = self.keyset
+        await self._refetch_if_allowed()
+        ks = self.current()
+        if ks is None or self.last_failed:
+            raise self._unavailable()
+        if ks is before:
+            return []
+        return [k for k in ks.for_alg(alg) if k not in tried]
+
     def _unavailable(self) -> Rejection:
         wait = self.cfg.min_refresh_interval_seconds - (self._clock() - self.last_attempt)
         return Rejection(
