@@ -26,6 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import IssuerConfig, StandardWebhooksConfig, StaticTokenConfig
 from gateway.errors import Rejection
+from gateway.verify import replay_namespace
 
 __all__ = ["check_handshake_token", "check_standard_webhook", "check_static_token"]
 
@@ -118,7 +119,8 @@ def replay_key(issuer: IssuerConfig, claims: Mapping[str, Any]) -> bytes | None:
     msg_id = claims.get("webhook-id")
     if not isinstance(msg_id, str):
         return None
-    return issuer.name.encode() + b":" + hashlib.sha256(b"swh\x00" + msg_id.encode()).digest()
+    ns = replay_namespace(issuer)
+    return ns + b":" + hashlib.sha256(b"swh\x00" + ns + b"\x00" + msg_id.encode()).digest()
 
 
 def check_handshake_token(value: str) -> str:

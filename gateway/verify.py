@@ -295,22 +295,27 @@ def check_body_hash(claims: Mapping[str, Any], body: bytes, rule: BodyHashConfig
     raise Rejection("body_hash_mismatch", "the body does not match the token's body hash")
 
 
+def replay_namespace(issuer: IssuerConfig) -> bytes:
+    """Replay keys live per sender: its ``iss`` when configured (two issuer entries for one
+    sender, say on two paths, share them, and renaming an entry keeps them), else its name."""
+    return (issuer.issuer or issuer.name).encode()
+
+
 def replay_key(issuer: IssuerConfig, token: ParsedToken) -> bytes:
-    """The replay-store key: ``<issuer name>:`` + SHA-256 of the jti, or of the signed
-    header.payload (``replay_key: token``).
+    """The replay-store key: ``<namespace>:`` + SHA-256 of the jti (RFC 7519 4.1.7: unique per
+    issuer), or of the signed header.payload (``replay_key: token``).
 
     Never the whole token: an ECDSA signature can be re-written (r, n-s) and still verify.
     """
+    ns = replay_namespace(issuer)
     if issuer.replay_key == "jti":
         jti = token.claims.get("jti")
         if not isinstance(jti, str):
             raise Rejection("missing_claim", "the token has no jti claim")
-        material = (
-            b"jti\x00" + issuer.name.encode() + b"\x00" + jti.encode("utf-8", "surrogatepass")
-        )
+        material = b"jti\x00" + ns + b"\x00" + jti.encode("utf-8", "surrogatepass")
     else:
-        material = b"tok\x00" + issuer.name.encode() + b"\x00" + token.signing_input
-    return issuer.name.encode() + b":" + hashlib.sha256(material).digest()
+        material = b"tok\x00" + ns + b"\x00" + token.signing_input
+    return ns + b":" + hashlib.sha256(material).digest()
 
 
 def replay_ttl(claims: Mapping[str, Any], issuer: IssuerConfig, now: float) -> float:

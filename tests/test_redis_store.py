@@ -101,7 +101,7 @@ async def test_push_through_redis_store_and_replay_refused() -> None:
             raw = aioredis.Redis.from_url(r.url)
             keys = [k.decode() async for k in raw.scan_iter("jwksgate:replay:*")]
             await raw.aclose()
-            assert len(keys) == 1 and keys[0].startswith("jwksgate:replay:sender:")
+            assert len(keys) == 1 and keys[0].startswith("jwksgate:replay:https://sender.test:")
 
 
 @asynccontextmanager

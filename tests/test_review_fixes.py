@@ -165,3 +165,29 @@ async def test_kidless_issuer_follows_a_key_rotation() -> None:
         jwks.status = 500
         again = jwks.add_key(kid=None)
         assert await push(again) == (503, "jwks_unavailable")  # cannot know: not a 401
+
+
+async def test_replays_are_refused_across_entries_for_the_same_sender() -> None:
+    # Two issuer entries for one sender (same iss) on two paths: one jti space, not two.
+    def configure(w: World) -> object:
+        entry = {"issuer": "https://sender.test", "jwks_url": w.jwks_url}
+        return parse_config(
+            {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "upstream": {"url": w.backend_url},
+                "issuers": [
+                    {"name": "a", "path_prefix": "/a", **entry},
+                    {"name": "b", "path_prefix": "/b", **entry},
+                ],
+            }
+        )
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        statuses = []
+        for path in ("/a/hook", "/a/hook", "/b/hook"):
+            async with http.post(w.url + path, data=BODY, headers=headers) as resp:
+                statuses.append(resp.status)
+        assert statuses == [200, 409, 409]
+        assert len(w.backend.received) == 1

@@ -848,7 +848,12 @@ def test_jti_mode_keys_on_issuer_and_jti_only() -> None:
     c = parsed({"jti": "other", "iat": 1})
     assert replay_key(ISSUER, a) == replay_key(ISSUER, b)
     assert replay_key(ISSUER, a) != replay_key(ISSUER, c)
-    assert replay_key(ISSUER, a) != replay_key(replace(ISSUER, name="other"), a)
+    # The namespace is the sender's iss: another entry for the same sender shares it; another
+    # sender, or an entry with no iss (namespaced by its name), does not.
+    assert replay_key(ISSUER, a) == replay_key(replace(ISSUER, name="other"), a)
+    assert replay_key(ISSUER, a) != replay_key(replace(ISSUER, issuer="https://other.test"), a)
+    no_iss = replace(ISSUER, issuer=None)
+    assert replay_key(no_iss, a) != replay_key(replace(no_iss, name="other"), a)
 
 
 def test_jti_mode_without_jti_is_missing_claim() -> None:
@@ -862,7 +867,8 @@ def test_token_mode_keys_on_the_signed_header_and_payload() -> None:
     c = parse_token(compact(claims={"iat": 2}, signature=b"one"))
     assert replay_key(mode, a) == replay_key(mode, b)
     assert replay_key(mode, a) != replay_key(mode, c)
-    assert replay_key(mode, a) != replay_key(replace(mode, name="other"), a)
+    assert replay_key(mode, a) == replay_key(replace(mode, name="other"), a)  # same iss
+    assert replay_key(mode, a) != replay_key(replace(mode, issuer="https://other.test"), a)
     both = parse_token(compact(claims={"iat": 1, "jti": "j"}))
     assert replay_key(mode, both) != replay_key(ISSUER, both)
 
