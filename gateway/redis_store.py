@@ -121,6 +121,11 @@ class RedisReplayStore:
                 ok = await self._call(
                     "reserve", self.client.set(rkey, owner, nx=True, px=_ms(hold_seconds))
                 )
+        except asyncio.CancelledError:
+            # Cut off (the drain's grace ran out) with the SET perhaps run: nobody would hold
+            # that reservation, and the sender's retry on another replica would get 409.
+            self._abandon(rkey, owner)
+            raise
         except _StoreDown as e:
             if self.cfg.on_store_error == "allow":
                 self._log_allow(str(e))
