@@ -203,6 +203,13 @@ class Upstream:
         """The backend's response, unchanged but for hop-by-hop headers."""
         headers = response_headers(up.headers)
         size = up.content_length
+        if request.method == "HEAD":
+            # No body follows, but the backend's Content-Length describes the resource: keep it.
+            resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+            if size is not None:
+                resp.content_length = size
+            up.release()
+            return resp
         try:
             if size is not None and size <= _BUFFERED_RESPONSE_BYTES:
                 body = await _answer_part(up.read)

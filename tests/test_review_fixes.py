@@ -191,3 +191,14 @@ async def test_replays_are_refused_across_entries_for_the_same_sender() -> None:
                 statuses.append(resp.status)
         assert statuses == [200, 409, 409]
         assert len(w.backend.received) == 1
+
+
+async def test_head_keeps_the_backends_content_length() -> None:
+    async with world() as w, aiohttp.ClientSession() as http:
+        w.backend.response_body = b"x" * 1234
+        headers = {"Authorization": f"Bearer {w.token(b'')}"}
+        async with http.head(w.url + "/hook", headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == "1234"
+            assert await resp.read() == b""
+        assert [r.method for r in w.backend.received] == ["HEAD"]
