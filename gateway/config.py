@@ -174,7 +174,8 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     # Mounted secrets the config reads (token_files, secret_files): a change reloads the config.
-    secret_files: tuple[str, ...] = field(default=(), compare=False)
+    # Not a YAML key (metadata "derived"): what the loader read besides the file itself.
+    secret_files: tuple[str, ...] = field(default=(), compare=False, metadata={"derived": True})
 
     def issuer_names(self) -> list[str]:
         return [i.name for i in self.issuers]
