@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["REASONS", "RETRYABLE", "ConfigError", "Rejection", "reason_status"]
+__all__ = ["REASONS", "ConfigError", "Rejection"]
 
 # reason code -> HTTP status; the single source for the contract's table.
 REASONS: Final[dict[str, int]] = {
@@ -50,13 +50,6 @@ REASONS: Final[dict[str, int]] = {
     # Not in the contract's table: a bug in the gateway. Retryable, like every 5xx.
     "internal_error": 500,
 }
-
-# Statuses after which the sender should retry the very same request.
-RETRYABLE: Final[frozenset[int]] = frozenset({408, 502, 503, 504})
-
-
-def reason_status(reason: str) -> int:
-    return REASONS[reason]
 
 
 class Rejection(Exception):
