@@ -58,20 +58,29 @@ class _HeaderDeadline(asyncio.Protocol):
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
+        self.request: web.BaseRequest | None = None
+        # Bytes that arrived after the current request's body was complete: the start of a
+        # pipelined request, whose headers need a deadline of their own.
+        self.pipelined = False
 
     def _arm(self) -> None:
         if self.timer is None and not self.busy:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self.server.header_timeout(), self._expired)
 
-    def disarm(self) -> None:
+    def disarm(self, request: web.BaseRequest) -> None:
         self.busy = True
+        self.request = request
+        self.pipelined = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def idle(self) -> None:
         self.busy = False
+        self.request = None
+        if self.pipelined:
+            self._arm()
 
     def _expired(self) -> None:
         self.timer = None
@@ -89,6 +98,8 @@ class _HeaderDeadline(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self.busy and self.request is not None and self.request.content.is_eof():
+            self.pipelined = True
         self._arm()
         self.inner.data_received(data)
 
@@ -180,7 +191,7 @@ async def run_gateway(
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         guard = server.guards.get(request.protocol)
         if guard is not None:
-            guard.disarm()
+            guard.disarm(request)
         task = asyncio.current_task()
         if task is not None:
             handling.add(task)

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.replay import MemoryReplayStore
-from tests.support import FakeClock, World, gateway_config, world
+from tests.support import FakeClock, World, gateway_config, wait_until, world
 
 BODY = b'{"event":"x"}'
 
@@ -202,3 +202,33 @@ async def test_head_keeps_the_backends_content_length() -> None:
             assert resp.headers["Content-Length"] == "1234"
             assert await resp.read() == b""
         assert [r.method for r in w.backend.received] == ["HEAD"]
+
+
+async def test_a_pipelined_request_gets_its_own_header_deadline() -> None:
+    import asyncio
+
+    from tests.test_delivery import GatedBackend
+
+    backend = GatedBackend()
+
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 0.3})
+
+    async with world(configure, backend=backend) as w:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        token = w.token(BODY)
+        first = (
+            f"POST /hook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY
+        writer.write(first)
+        await wait_until(lambda: backend.arrived == 1)
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\n")  # pipelined, never finished
+        await asyncio.sleep(0.1)
+        backend.gate.set()
+        # The first answer, then a 408 for the dribbling second one (not the 75 s keep-alive).
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"HTTP/1.1 408" in answer
