@@ -10,11 +10,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +215,13 @@ def claims_for(
 def gateway_config(
     jwks_url: str, upstream_url: str, *, issuer: dict[str, Any] | None = None, **top: Any
 ) -> Config:
+    return parse_config(gateway_config_data(jwks_url, upstream_url, issuer=issuer, **top))
+
+
+def gateway_config_data(
+    jwks_url: str, upstream_url: str, *, issuer: dict[str, Any] | None = None, **top: Any
+) -> dict[str, Any]:
+    """The YAML-shaped test config: one issuer "sender", loopback listeners on free ports."""
     data: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "admin_listen": "127.0.0.1:0",
@@ -235,7 +243,7 @@ def gateway_config(
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return parse_config(data)
+    return data
 
 
 @dataclass
@@ -285,6 +293,26 @@ async def world(
             if wait_ready:
                 await wait_until(lambda: all(c.ready() for c in running.gateway.caches.values()))
             yield w
+
+
+@contextmanager
+def captured_log(name: str = "jwksgate") -> Iterator[list[logging.LogRecord]]:
+    """The records of ``name`` and its children, whatever propagation another test set up."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(name)
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:

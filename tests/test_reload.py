@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,10 @@ from tests.support import (
     Backend,
     JwksServer,
     World,
+    captured_log,
     claims_for,
     free_port,
+    gateway_config_data,
     serve_app,
     sign,
     wait_until,
@@ -56,47 +58,13 @@ TIMEOUT = 10.0
 # -- helpers --------------------------------------------------------------------------------------
 def base_data(jwks_url: str, backend_url: str) -> dict[str, Any]:
     """The YAML of ``support.gateway_config``'s default config, as a file would hold it."""
-    return {
-        "listen": "127.0.0.1:0",
-        "admin_listen": "127.0.0.1:0",
-        "upstream": {"url": backend_url, "timeout_seconds": 5},
-        "issuers": [
-            {
-                "name": "sender",
-                "issuer": "https://sender.test",
-                "jwks_url": jwks_url,
-                "algorithms": ["RS256", "ES256"],
-                "body_hash": {"claim": "request_body_sha256"},
-                "forward_claims": {"sub": "X-Jwt-Sub"},
-            }
-        ],
-    }
+    return gateway_config_data(jwks_url, backend_url)
 
 
 def write_atomically(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def captured_log(name: str = "jwksgate") -> Iterator[list[logging.LogRecord]]:
-    """The records of ``name`` and its children, whatever propagation another test set up."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger(name)
-    handler, level = Keep(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def errors(records: list[logging.LogRecord]) -> str:

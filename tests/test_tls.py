@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from tests.support import (
     JwksServer,
     SigningKey,
     World,
+    captured_log,
     claims_for,
     gateway_config,
     serve_app,
@@ -49,26 +50,6 @@ from tests.tls_support import (
 
 BODY = b'{"event":"cert.rotated"}'
 TIMEOUT = 10.0
-
-
-@contextlib.contextmanager
-def captured_log(name: str = "jwksgate") -> Iterator[list[logging.LogRecord]]:
-    """The records of ``name`` and its children, whatever propagation another test set up."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger(name)
-    handler, level = Keep(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 # -- a raw TLS client: one connection, several requests, its own peer certificate ---------------
