@@ -79,6 +79,7 @@ class LimitsConfig:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
     max_inflight: int = 1024
+    max_connections: int = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +396,7 @@ def _limits(s: _Section) -> LimitsConfig:
         header_timeout_seconds=s.number("header_timeout_seconds", d.header_timeout_seconds, 0.01),
         body_timeout_seconds=s.number("body_timeout_seconds", d.body_timeout_seconds, 0.01),
         max_inflight=s.integer("max_inflight", d.max_inflight, 1),
+        max_connections=s.integer("max_connections", d.max_connections, 1),
     )
     s.finish()
     return cfg

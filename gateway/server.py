@@ -38,15 +38,18 @@ log = logging.getLogger("jwksgate")
 _CANCELLED_CLEANUP_SECONDS = 2.0
 
 
-def _timeout_response() -> bytes:
-    body = json.dumps(
-        {"error": "request_timeout", "detail": "the request headers did not arrive in time"}
-    ).encode()
+def _raw_answer(r: Rejection, phrase: str, extra: str = "") -> bytes:
+    """A complete HTTP/1.1 answer for a connection the request handler never sees."""
+    body = json.dumps({"error": r.reason, "detail": r.detail}).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {r.status} {phrase}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     return head + body
+
+
+_HEADER_TIMEOUT = Rejection("request_timeout", "the request headers did not arrive in time")
+_TOO_MANY_CONNECTIONS = Rejection("overloaded", "too many open connections; retry shortly")
 
 
 class _HeaderDeadline(asyncio.Protocol):
@@ -62,6 +65,7 @@ class _HeaderDeadline(asyncio.Protocol):
         # Bytes that arrived after the current request's body was complete: the start of a
         # pipelined request, whose headers need a deadline of their own.
         self.pipelined = False
+        self.refused = False
 
     def _arm(self) -> None:
         if self.timer is None and not self.busy:
@@ -86,28 +90,42 @@ class _HeaderDeadline(asyncio.Protocol):
         self.timer = None
         if self.busy or self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(_timeout_response())
+        self.transport.write(_raw_answer(_HEADER_TIMEOUT, "Request Timeout"))
         self.transport.close()
-        self.server.on_header_timeout()
+        self.server.on_refused(_HEADER_TIMEOUT)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        if len(self.server.guards) >= self.server.max_connections():
+            # Every connection costs a file descriptor and buffers: past the bound, answer 503
+            # at once and close, before aiohttp ever sees the connection.
+            self.refused = True
+            self.transport.write(_raw_answer(_TOO_MANY_CONNECTIONS, "Service Unavailable",
+                                             "Retry-After: 1\r\n"))  # fmt: skip
+            self.transport.close()
+            self.server.on_refused(_TOO_MANY_CONNECTIONS)
+            return
         self.server.guards[self.inner] = self
         self.inner.connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         if self.busy and self.request is not None and self.request.content.is_eof():
             self.pipelined = True
         self._arm()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        self.inner.eof_received()
+        if not self.refused:
+            self.inner.eof_received()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -126,12 +144,14 @@ class _GuardedServer(web.Server):
         self,
         handler: Any,
         header_timeout: Callable[[], float],
-        on_header_timeout: Callable[[], None],
+        max_connections: Callable[[], int],
+        on_refused: Callable[[Rejection], None],
         **kw: Any,
     ) -> None:
         super().__init__(handler, **kw)
         self.header_timeout = header_timeout
-        self.on_header_timeout = on_header_timeout
+        self.max_connections = max_connections
+        self.on_refused = on_refused
         self.guards: dict[RequestHandler, _HeaderDeadline] = {}
 
     def __call__(self) -> Any:  # the protocol factory handed to loop.create_server
@@ -147,6 +167,11 @@ class RunningGateway:
     admin_runner: web.AppRunner
     ssl_context: ssl.SSLContext | None = None
     drained: bool = False
+
+    def server_guards(self) -> list[Any]:
+        """The open webhook connections (one header-deadline guard each)."""
+        server = self.proxy_runner.server
+        return list(server.guards.values()) if isinstance(server, _GuardedServer) else []
 
     async def drain(self) -> None:
         """Readiness 503 at once, stop listening, let in-flight requests finish within the
@@ -202,13 +227,14 @@ async def run_gateway(
             if guard is not None:
                 guard.idle()
 
-    def on_header_timeout() -> None:
-        r = Rejection("request_timeout", "the request headers did not arrive in time")
-        gw.metrics.requests.labels(issuer="unknown", outcome="rejected", reason=r.reason).inc()
+    def on_refused(r: Rejection) -> None:
+        # A connection answered before any request was parsed: counted and logged like one.
+        waited = gw.config.limits.header_timeout_seconds if r.status == 408 else 0.0
+        gw.metrics.record_request("unknown", "rejected", r.reason, waited)
         gw.access.write(
             {"ts": round(time.time(), 3), "event": "request", "request_id": uuid.uuid4().hex,
-             "issuer": "unknown", "outcome": "rejected", "reason": r.reason, "status": 408,
-             "duration_ms": gw.config.limits.header_timeout_seconds * 1000, "detail": r.detail},
+             "issuer": "unknown", "outcome": "rejected", "reason": r.reason, "status": r.status,
+             "duration_ms": waited * 1000, "detail": r.detail},
             rejected=True,
         )  # fmt: skip
 
@@ -216,7 +242,8 @@ async def run_gateway(
         handler,
         # Read per connection, so that a reload of limits applies to new connections.
         lambda: gw.config.limits.header_timeout_seconds,
-        on_header_timeout,
+        lambda: gw.config.limits.max_connections,
+        on_refused,
         # Hash and forward the body exactly as received (gzip stays gzip).
         auto_decompress=False,
         access_log=None,

@@ -232,3 +232,29 @@ async def test_a_pipelined_request_gets_its_own_header_deadline() -> None:
         writer.close()
         assert answer.startswith(b"HTTP/1.1 200")
         assert b"HTTP/1.1 408" in answer
+
+
+async def test_connections_beyond_the_bound_get_503_at_once() -> None:
+    import asyncio
+
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"max_connections": 2})
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await wait_until(lambda: len(w.running.server_guards()) == 2)  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered and closed at once
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"Retry-After: 1" in answer and b'"overloaded"' in answer
+        for _, held_writer in held:
+            held_writer.close()
+        await wait_until(lambda: len(w.running.server_guards()) == 0)  # type: ignore[union-attr]
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        async with http.get(w.admin_url + "/metrics") as resp:
+            text = await resp.text()
+        assert 'reason="overloaded"} 1.0' in text
