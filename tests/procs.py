@@ -26,7 +26,7 @@ import aiohttp
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import free_port
+from tests.support import free_port, gateway_config_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,28 +169,18 @@ class GatewayProc:
 def gateway_config(
     port: int, admin_port: int, jwks_url: str, upstream_url: str, **top: Any
 ) -> dict[str, Any]:
-    """A gateway config (as YAML data) for one RS256 issuer with a body hash."""
-    data: dict[str, Any] = {
-        "listen": f"127.0.0.1:{port}",
-        "admin_listen": f"127.0.0.1:{admin_port}",
-        "shutdown_grace_seconds": 5,
-        "upstream": {"url": upstream_url, "timeout_seconds": 5},
-        "issuers": [
-            {
-                "name": "sender",
-                "issuer": "https://sender.test",
-                "jwks_url": jwks_url,
-                "algorithms": ["RS256"],
-                "body_hash": {"claim": "request_body_sha256"},
-            }
-        ],
-    }
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return data
+    """A gateway config (as YAML data) for one RS256 issuer with a body hash, on fixed ports."""
+    return gateway_config_data(
+        jwks_url,
+        upstream_url,
+        issuer={"algorithms": ["RS256"]},
+        **{
+            "listen": f"127.0.0.1:{port}",
+            "admin_listen": f"127.0.0.1:{admin_port}",
+            "shutdown_grace_seconds": 5,
+            **top,
+        },
+    )
 
 
 def gateway_proc(logdir: Path, config: dict[str, Any]) -> GatewayProc:

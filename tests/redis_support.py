@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.procs import wait_port
 from tests.support import free_port
 
 
@@ -23,16 +24,6 @@ def redis_server_binary() -> str:
             "redis-server is not installed (scripts/install-system-deps installs it)"
         )
     return path
-
-
-def _wait_port(port: int, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise RuntimeError(f"redis-server did not listen on {port}")
 
 
 @dataclass
@@ -60,7 +51,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_port(self.port)
+        wait_port(self.port, limit=10.0)
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
