@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.workers import run_workers
 
             return run_workers(config, args.log_level.upper(), args.config)
-        from gateway.server import serve
+        from gateway.lifecycle import serve
 
         eventloop.run(serve(config, config_path=args.config), loop)
         return 0

@@ -19,7 +19,7 @@ from aiohttp import web
 from jwcrypto import jwk, jws
 
 from gateway.config import Config, parse_config
-from gateway.server import run_gateway
+from gateway.lifecycle import run_gateway
 
 __all__ = ["run_demo"]
 

@@ -1,59 +1,109 @@
-"""The gateway's own errors, each carrying its reason code and HTTP status (contract §4).
+"""The gateway's own errors and the one table of reason codes.
 
 ::
 
+    REASONS                    reason code -> Reason(status, outcome, retryable, advice)
     Rejection                  a request that is not forwarded; one reason code, one status
     ConfigError                an invalid configuration; one line per problem, naming its YAML path
 
 Library errors (jwcrypto, cryptography, aiohttp's client, redis) never leave the module that calls
 the library: they are translated into a ``Rejection`` at that edge, so the request handler catches
-one type in one place and maps it to one answer.
+one type in one place and ``answers`` renders it. The README's status table is rendered from
+``REASONS`` (``status_table``) and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
-__all__ = ["REASONS", "ConfigError", "Rejection"]
+__all__ = ["REASONS", "ConfigError", "Reason", "Rejection", "status_table"]
 
-# reason code -> HTTP status; the single source for the contract's table.
-REASONS: Final[dict[str, int]] = {
-    "malformed_request": 400,
-    "missing_token": 401,
-    "malformed_token": 401,
-    "unknown_issuer": 401,
-    "disallowed_algorithm": 401,
-    "disallowed_type": 401,
-    "missing_kid": 401,
-    "unknown_kid": 401,
-    "bad_signature": 401,
-    "expired": 401,
-    "not_yet_valid": 401,
-    "token_too_old": 401,
-    "lifetime_too_long": 401,
-    "bad_issuer": 401,
-    "bad_audience": 401,
-    "missing_claim": 401,
-    "invalid_claim": 401,
-    "body_hash_mismatch": 401,
-    "request_timeout": 408,
-    "replayed": 409,
-    "body_too_large": 413,
-    "upstream_unavailable": 502,
-    "upstream_timeout": 504,
-    "jwks_unavailable": 503,
-    "replay_store_unavailable": 503,
-    "replay_store_full": 503,
-    "overloaded": 503,
-    "shutting_down": 503,
-    # Not in the contract's table: a bug in the gateway. Retryable, like every 5xx.
-    "internal_error": 500,
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """What one reason code means to the sender and to the metrics.
+
+    ``outcome`` is the ``jwksgate_requests_total`` label: ``rejected`` when the sender's request
+    was refused, ``error`` when the gateway or its backend failed. ``advice`` is what the sender
+    should do, as the README's table says it.
+    """
+
+    status: int
+    outcome: Literal["rejected", "error"]
+    retryable: bool
+    advice: str
+
+
+_FIX = Reason(400, "rejected", False, "fix the request")
+_DENIED = Reason(401, "rejected", False, "not retry the same token")
+_LATER = Reason(503, "rejected", True, "retry after `Retry-After`")
+_NOT_CONSUMED = "retry: the token was not consumed"
+
+REASONS: Final[dict[str, Reason]] = {
+    "malformed_request": _FIX,
+    "missing_token": _DENIED,
+    "malformed_token": _DENIED,
+    "unknown_issuer": _DENIED,
+    "disallowed_algorithm": _DENIED,
+    "disallowed_type": _DENIED,
+    "missing_kid": _DENIED,
+    "unknown_kid": _DENIED,
+    "bad_signature": _DENIED,
+    "expired": _DENIED,
+    "not_yet_valid": _DENIED,
+    "token_too_old": _DENIED,
+    "lifetime_too_long": _DENIED,
+    "bad_issuer": _DENIED,
+    "bad_audience": _DENIED,
+    "missing_claim": _DENIED,
+    "invalid_claim": _DENIED,
+    "body_hash_mismatch": _DENIED,
+    "request_timeout": Reason(408, "rejected", True, "retry"),
+    "replayed": Reason(409, "rejected", False, "stop: already delivered"),
+    "body_too_large": Reason(413, "rejected", False, "not retry"),
+    "upstream_unavailable": Reason(502, "error", True, _NOT_CONSUMED),
+    "upstream_timeout": Reason(504, "error", True, _NOT_CONSUMED),
+    "jwks_unavailable": _LATER,
+    "replay_store_unavailable": _LATER,
+    "replay_store_full": _LATER,
+    "overloaded": _LATER,
+    "shutting_down": _LATER,
+    # A bug in the gateway. Retryable, like every 5xx.
+    "internal_error": Reason(
+        500, "error", True, "retry (a gateway bug; logged with its traceback)"
+    ),
 }
 
 
+def status_table() -> str:
+    """The README's "What the sender gets back" table, one row per piece of advice.
+
+    Reasons that share advice but not a status (502 and 504) share a row as ``502 / 504``.
+    """
+    groups: dict[str, list[str]] = {}
+    for code, reason in REASONS.items():
+        groups.setdefault(reason.advice, []).append(code)
+    rows = [
+        "| status | reason codes | the sender should |",
+        "| --- | --- | --- |",
+        "| 2xx\u20135xx from the backend | \u2013 | the backend's own answer, unchanged |",
+    ]
+    for advice, codes in sorted(groups.items(), key=lambda g: min(REASONS[c].status for c in g[1])):
+        statuses = list(dict.fromkeys(REASONS[c].status for c in codes))
+        sep = " / " if len(statuses) > 1 else ", "
+        listed = sep.join(f"`{c}`" for c in codes)
+        rows.append(f"| {' / '.join(map(str, statuses))} | {listed} | {advice} |")
+    return "\n".join(rows) + "\n"
+
+
 class Rejection(Exception):
-    """A request the gateway answers itself. ``detail`` is one human sentence, safe to return."""
+    """A request the gateway answers itself. ``detail`` is one human sentence, safe to return.
+
+    ``issuer`` and ``kid`` name what the decision was made for, once known, so that the access
+    record of a refused request still says which sender it claimed to be.
+    """
 
     def __init__(self, reason: str, detail: str, *, retry_after: int | None = None) -> None:
         if reason not in REASONS:
@@ -61,8 +111,11 @@ class Rejection(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-        self.status = REASONS[reason]
+        self.status = REASONS[reason].status
+        self.outcome = REASONS[reason].outcome
         self.retry_after = retry_after
+        self.issuer: str | None = None
+        self.kid: str | None = None
 
 
 class ConfigError(Exception):

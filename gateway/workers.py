@@ -22,7 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin import admin_app
 from gateway.config import Config
+from gateway.lifecycle import on_sighup, stop_on_signals
 
 __all__ = ["run_workers"]
 
@@ -32,8 +34,8 @@ _RESTART_BACKOFF_SECONDS = 1.0
 
 def _worker_main(config: Config, log_level: str, config_path: str | None) -> None:
     from gateway import eventloop
+    from gateway.lifecycle import serve
     from gateway.logs import configure_logging
-    from gateway.server import serve
 
     configure_logging(log_level)
     # The supervisor checked JWKSGATE_EVENT_LOOP already; a worker inherits its environment.
@@ -90,26 +92,13 @@ class Supervisor:
             "workers_ready": len(ready_pids),
         }
 
-    def admin_app(self) -> web.Application:
+    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        return self.readiness()
+
+    async def _exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        async def livez(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        async def readyz(_: web.Request) -> web.Response:
-            ok, detail = self.readiness()
-            return web.json_response(detail, status=200 if ok else 503)
-
-        async def metrics(_: web.Request) -> web.Response:
-            body = generate_latest(self._collect())
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-        app = web.Application()
-        app.router.add_get("/livez", livez)
-        app.router.add_get("/healthz", livez)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        return app
+        return generate_latest(self._collect()), CONTENT_TYPE_LATEST
 
     def _signal_all(self, sig: int) -> None:
         for p in self.workers:
@@ -120,12 +109,10 @@ class Supervisor:
         from prometheus_client import multiprocess
 
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         # Each worker reloads by itself (it watches the file too); SIGHUP is passed on.
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._signal_all(signal.SIGHUP))
-        runner = web.AppRunner(self.admin_app(), access_log=None)
+        on_sighup(lambda: self._signal_all(signal.SIGHUP))
+        runner = web.AppRunner(admin_app(self._readiness, self._exposition), access_log=None)
         await runner.setup()
         a = self.config.admin_listen
         await web.TCPSite(runner, a.host, a.port).start()

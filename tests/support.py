@@ -23,7 +23,7 @@ from aiohttp import web
 from jwcrypto import jwk, jws
 
 from gateway.config import Config, parse_config
-from gateway.server import RunningGateway, run_gateway
+from gateway.lifecycle import RunningGateway, run_gateway
 
 
 def b64url(raw: bytes) -> str:

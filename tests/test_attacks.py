@@ -43,7 +43,7 @@ from tests.support import (
 
 BODY = b'{"event":"order.paid","id":42}'
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-UNAUTHORIZED = frozenset(r for r, status in REASONS.items() if status == 401)
+UNAUTHORIZED = frozenset(r for r, status in REASONS.items() if status.status == 401)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ async def expect_rejected(
     path: str = "/hook",
 ) -> None:
     """Send one push; it must be refused with ``reason``, counted, and never reach the backend."""
-    status = REASONS[reason]
+    status = REASONS[reason].status
     if token is not None:
         headers = bearer(token)
     received = len(w.backend.received)

@@ -402,24 +402,9 @@ class BreakingUpstream:
             await self.server.wait_closed()
 
 
-async def test_backend_breaking_off_a_buffered_answer_is_502_and_the_retry_is_delivered() -> None:
-    upstream = BreakingUpstream("sized_buffered")
-    async with upstream.running() as url:
-
-        def configure(w: World) -> Any:
-            return gateway_config(w.jwks_url, url)
-
-        async with world(configure) as w, aiohttp.ClientSession() as http:
-            token = w.token(BODY)
-            reply = await push(http, w, BODY, token=token)
-            assert reply.outcome == (502, "upstream_unavailable")
-            # 502 means "retry, the token is not consumed" (contract §4).
-            reply = await push(http, w, BODY, token=token)
-            assert (reply.status, reply.body) == (200, b"ok")
-            assert upstream.requests == [BODY, BODY]
-
-
-@pytest.mark.parametrize("framing", ["chunked", "sized_streamed"])
+# sized_buffered is the regression for a push the backend took being released (and so delivered
+# again) when the rest of a small answer broke off before the gateway had read it whole.
+@pytest.mark.parametrize("framing", ["chunked", "sized_streamed", "sized_buffered"])
 async def test_backend_breaking_off_a_streamed_answer_breaks_the_senders_connection(
     framing: str,
 ) -> None:

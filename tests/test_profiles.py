@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.config import parse_config
-from gateway.server import RunningGateway, run_gateway
+from gateway.lifecycle import RunningGateway, run_gateway
 from tests.support import Backend, FakeClock, JwksServer, serve_app, sign, wait_until
 
 

@@ -14,9 +14,9 @@ from redis import asyncio as aioredis
 
 from gateway.config import Config, parse_config
 from gateway.errors import Rejection
+from gateway.lifecycle import RunningGateway, run_gateway
 from gateway.metrics import Metrics
 from gateway.redis_store import RedisReplayStore
-from gateway.server import RunningGateway, run_gateway
 from tests.redis_support import RedisProcess, redis_cluster, redis_server
 from tests.support import World, free_port, gateway_config, wait_until, world
 from tests.tls_support import TestCA

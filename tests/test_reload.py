@@ -32,7 +32,7 @@ import yaml
 from aiohttp import web
 
 from gateway.config import Config, load_config
-from gateway.server import Watcher
+from gateway.watch import Watcher
 from tests.httpkit import Reply, get, host_port, request_bytes, scrape, send
 from tests.support import (
     Backend,
@@ -554,9 +554,9 @@ async def test_any_failure_to_send_is_a_retryable_502_and_the_token_is_kept(
 
 
 async def test_a_replaced_upstream_is_closed_only_when_its_last_request_is_done() -> None:
-    from gateway.app import Runtime, _close_when_unused
     from gateway.config import UpstreamConfig
-    from gateway.proxy import Upstream
+    from gateway.runtime import Runtime, _close_when_unused
+    from gateway.upstream import Upstream
 
     upstream = Upstream(UpstreamConfig())
     old = Runtime(config=None, caches={}, upstream=upstream, gateway_headers=frozenset())  # type: ignore[arg-type]

@@ -77,7 +77,7 @@ async def test_a_full_memory_store_sweeps_at_most_once_a_second() -> None:
 
 
 def test_shutdown_grace_and_listen_need_a_restart() -> None:
-    from gateway.app import RESTART_ONLY
+    from gateway.runtime import RESTART_ONLY
 
     assert "shutdown_grace_seconds" in RESTART_ONLY and "listen" in RESTART_ONLY
 
@@ -104,7 +104,7 @@ async def test_header_timeout_follows_a_reload() -> None:
 async def test_an_unexpected_reload_error_is_a_failed_reload_not_a_dead_watcher(
     tmp_path: Path,
 ) -> None:
-    from gateway.server import Watcher
+    from gateway.watch import Watcher
 
     cfg = tmp_path / "config.yaml"
     async with world() as w:

@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.server import RunningGateway, Watcher, run_gateway
+from gateway.lifecycle import RunningGateway, run_gateway
+from gateway.watch import Watcher
 from tests.httpkit import Reply, get, push, request_bytes, scrape, send
 from tests.support import (
     Backend,

@@ -1,0 +1,73 @@
+"""Admission: what is refused before any credential is looked at.
+
+``check_request`` is pure (the request target, the header bytes, the declared length);
+``Admission`` holds the two process-wide bounds (draining, requests in flight).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from gateway.config import LimitsConfig
+from gateway.errors import Rejection
+
+__all__ = ["Admission", "check_request", "route_path"]
+
+_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def route_path(raw_target: str) -> str:
+    """The path part of an origin-form request target, as received (never decoded)."""
+    if not raw_target.startswith("/"):
+        raise Rejection("malformed_request", "only origin-form request targets are accepted")
+    return raw_target.split("?", 1)[0]
+
+
+def check_request(
+    path: str, header_values: Iterable[str], content_length: int | None, max_body_bytes: int
+) -> None:
+    if _DOT_SEGMENT_RE.search(path) or _ESCAPED_SEPARATOR_RE.search(path):
+        # Routing works on the path as received; a backend that decodes %2F or %5C before
+        # resolving ".." would serve another issuer's path (Envoy rejects these too).
+        raise Rejection(
+            "malformed_request", "dot segments or escaped slashes in the path are not accepted"
+        )
+    if content_length is not None and content_length > max_body_bytes:
+        raise Rejection("body_too_large", f"the body exceeds {max_body_bytes} bytes")
+    for value in header_values:
+        # Bytes that are not UTF-8 arrive as surrogates and the client would drop them:
+        # refuse rather than forward a header other than the one received.
+        if not value.isascii() and not _encodable(value):
+            raise Rejection("malformed_request", "a header value is not valid UTF-8")
+
+
+@dataclass
+class Admission:
+    """The process-wide bounds: nothing new while draining, at most ``max_inflight`` at once."""
+
+    draining: bool = False
+    inflight: int = 0
+
+    @contextmanager
+    def slot(self, limits: LimitsConfig) -> Iterator[None]:
+        if self.draining:
+            raise Rejection("shutting_down", "the gateway is shutting down; retry")
+        if self.inflight >= limits.max_inflight:
+            raise Rejection("overloaded", "too many requests in flight; retry shortly")
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1

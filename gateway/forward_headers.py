@@ -1,0 +1,144 @@
+"""What the backend receives and what goes back to the sender, as pure header decisions.
+
+The request is forwarded only after it is verified and its body fully read (store-and-forward up to
+``max_body_bytes``), with one clean framing: inbound ``Content-Length``/``Transfer-Encoding`` are
+never copied, the client library computes them for the bytes it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.config import ForwardConfig, IssuerConfig
+
+__all__ = [
+    "ISSUER_HEADER",
+    "MAX_CLAIM_HEADER_BYTES",
+    "REQUEST_ID_HEADER",
+    "gateway_header_names",
+    "header_value",
+    "response_headers",
+    "upstream_headers",
+]
+
+ISSUER_HEADER = "X-Jwt-Issuer"
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_CLAIM_HEADER_BYTES = 4096
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Framing and routing headers the client library sets for the bytes it actually sends.
+_NOT_COPIED = frozenset({"host", "content-length", "expect"})
+_FORWARDED_FOR = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+
+
+def _norm(name: str) -> str:
+    # Some backends (CGI, WSGI) fold "_" into "-": X_Jwt_Sub must be stripped like X-Jwt-Sub.
+    return name.lower().replace("_", "-")
+
+
+def header_value(value: Any) -> str:
+    """A claim as a header value: printable ASCII strings as is, anything else as compact JSON
+    with non-ASCII and control characters escaped (never a raw CR, LF, NUL or DEL)."""
+    if isinstance(value, str) and _PRINTABLE_RE.fullmatch(value):
+        return value
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("\x7f", "\\u007f")
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", []):
+        tokens.update(_norm(t.strip()) for t in value.split(",") if t.strip())
+    return tokens
+
+
+def gateway_header_names(forward: ForwardConfig, issuers: Iterable[IssuerConfig]) -> frozenset[str]:
+    """Every header name the gateway itself sets, normalised; inbound copies are removed."""
+    names = {ISSUER_HEADER, forward.claims_header, REQUEST_ID_HEADER, *_FORWARDED_FOR}
+    for issuer in issuers:
+        names.update(header for _claim, header in issuer.forward_claims)
+    return frozenset(_norm(n) for n in names)
+
+
+def upstream_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    forward: ForwardConfig,
+    gateway_headers: frozenset[str],
+    issuer: IssuerConfig,
+    claims: Mapping[str, Any],
+    payload_segment: str,
+    client: str,
+    proto: str,
+    host: str,
+    request_id: str,
+) -> tuple[CIMultiDict[str], int]:
+    """The headers sent to the backend, and how many claim headers were left out as too long."""
+    listed = _connection_tokens(incoming)
+    prefix = _norm(forward.header_prefix)
+    secrets: frozenset[str] = frozenset()
+    if issuer.static_token is not None and not forward.keep_token:
+        # The notification token is a credential, like Authorization: the backend never sees it.
+        secrets = frozenset(_norm(h) for h in issuer.static_token.headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        n = _norm(name)
+        if (
+            n in _HOP_BY_HOP
+            or n in listed
+            or n in _NOT_COPIED
+            or n in gateway_headers
+            or n.startswith(prefix)
+            or (n == "authorization" and not forward.keep_token)
+            or n in secrets
+        ):
+            continue
+        out.add(name, value)
+    out["X-Forwarded-For"] = client
+    out["X-Forwarded-Proto"] = proto
+    out["X-Forwarded-Host"] = header_value(host)
+    out[REQUEST_ID_HEADER] = request_id
+    out[ISSUER_HEADER] = issuer.name
+    # The payload segment is already base64url (no padding) of the verified claims JSON: the
+    # exact signed bytes, with no re-serialisation on the hot path.
+    out[forward.claims_header] = payload_segment
+    omitted = 0
+    for claim, header in issuer.forward_claims:
+        if claim not in claims:
+            continue
+        value = header_value(claims[claim])
+        if len(value) > MAX_CLAIM_HEADER_BYTES:
+            omitted += 1
+            continue
+        out[header] = value
+    return out, omitted
+
+
+def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The backend's response headers less hop-by-hop ones (and the framing aiohttp redoes)."""
+    listed = _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        n = name.lower()
+        if n in _HOP_BY_HOP or n in listed or n == "content-length":
+            continue
+        out.add(name, value)
+    return out
