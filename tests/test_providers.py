@@ -216,6 +216,20 @@ def test_github_precheck_refuses_missing_and_malformed_headers_before_the_body(
     assert reason(lambda: providers.verify(hdrs(*pairs), b"{}", gh_cfg(), NOW)) == want
 
 
+def test_github_without_node_a_local_signature_that_gidgethub_accepts() -> None:
+    # So that GitHub keeps coverage where npm is missing: the signature is computed here, and
+    # first shown to be GitHub's format by gidgethub's validate_event.
+    sig = "sha256=" + hmac.new(GH_OLD.encode(), GH_BODY.encode(), hashlib.sha256).hexdigest()
+    validate_event(GH_BODY.encode(), signature=sig, secret=GH_OLD)
+    cfg = gh_cfg(secrets=(GH_SECRET.encode(), GH_OLD.encode()))
+    assert providers.verify(gh_headers(sig), GH_BODY.encode(), cfg, NOW).claims["event"] == "ping"
+    assert reason(lambda: providers.verify(gh_headers(sig), GH_BODY.encode(), gh_cfg(), NOW)) == (
+        "bad_signature"
+    )
+    tampered = GH_BODY.encode() + b" "
+    assert reason(lambda: providers.verify(gh_headers(sig), tampered, cfg, NOW)) == "bad_signature"
+
+
 def test_github_replay_key_is_the_delivery_id() -> None:
     sig = gh_sign(GH_SECRET, GH_BODY)
     first = providers.verify(gh_headers(sig, "d-1"), GH_BODY.encode(), gh_cfg(), NOW)
