@@ -45,6 +45,7 @@ REASONS: Final[dict[str, int]] = {
     "jwks_unavailable": 503,
     "replay_store_unavailable": 503,
     "replay_store_full": 503,
+    "replay_in_flight": 503,
     "overloaded": 503,
     "shutting_down": 503,
     # Not in the contract's table: a bug in the gateway. Retryable, like every 5xx.
