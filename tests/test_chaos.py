@@ -18,7 +18,7 @@ from tests import chaos
 async def test_chaos_nothing_lost_duplicates_only_after_ambiguous_attempts(
     tmp_path: Path,
 ) -> None:
-    report = await chaos.run(tmp_path, pushes=300, rate=25, min_faults=len(chaos.FAULTS))
+    report = await chaos.run(tmp_path, pushes=300, rate=20, min_faults=2 * len(chaos.FAULTS))
     counts = report.counts()
     figures = chaos.main_figures(report)
     assert not report.problems, figures
