@@ -68,6 +68,7 @@ REASONS: Final[dict[str, Reason]] = {
     "jwks_unavailable": _LATER,
     "replay_store_unavailable": _LATER,
     "replay_store_full": _LATER,
+    "replay_in_flight": _LATER,
     "overloaded": _LATER,
     "shutting_down": _LATER,
     # A bug in the gateway. Retryable, like every 5xx.

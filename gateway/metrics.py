@@ -185,6 +185,13 @@ class Metrics:
         self.build_info.labels(version=__version__).set(1)
         for name in issuers:
             self.add_issuer(name)
+        self.replay_commit_failures = Counter(
+            "jwksgate_replay_commit_failures",
+            "Delivered pushes whose replay key could not be committed before its reservation's "
+            "hold ended: a replay of such a token would be forwarded again.",
+            ["store"],
+            registry=r,
+        )
 
     def record_request(self, issuer: str, outcome: str, reason: str, seconds: float) -> None:
         """Count one request outcome. The label children are cached: every label value is

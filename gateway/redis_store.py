@@ -1,24 +1,36 @@
 """The shared replay store for many replicas: Redis (standalone or Cluster) via ``redis.asyncio``.
 
-- reserve: ``SET key owner NX PX hold``, atomic across every replica;
-- commit: ``PEXPIRE`` to the token's remaining lifetime, only while we still own the key;
-- release: compare-and-delete, so a late release never frees somebody else's reservation;
+A key's value says what it is: ``r:<owner>`` while an attempt holds it (reserved, not yet
+delivered), ``d`` once delivered. Two round trips on the happy path, each one command:
+
+- reserve: one script, ``SET key r:<owner> NX PX hold`` and, if the key exists, its state in the
+  same trip: ``d`` is delivered (409); a reservation is in flight (503 ``replay_in_flight`` with
+  its remaining hold as Retry-After) unless it is one of our own abandoned ones, which is taken
+  over on the spot;
+- commit: ``SET key d PX ttl``, unconditionally: the backend answered, so the push is delivered
+  whoever holds the key now. Retried within the reservation's hold, so a slow Redis delays the
+  answer rather than opening a replay window;
+- release: compare-and-delete of our own reservation, so a late release never frees somebody
+  else's reservation, nor a delivered key;
 - a reserve that failed (its SET may still run, e.g. when a stalled Redis resumes) or a release
-  that failed is released in the background, so the sender's retry is not refused as a replay.
+  that failed is released in the background, so the sender's retry is not refused.
 
 Keys are ``<prefix><issuer>:<sha256 hex>``: namespaced, and never a raw jti (which could be long
-or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` and becomes 503
-``replay_store_unavailable`` (fail closed), unless ``on_store_error: allow``.
+or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` (per socket
+operation, plus the wait for a pooled connection) and becomes 503 ``replay_store_unavailable``
+(fail closed), unless ``on_store_error: allow``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import ssl
 import time
-import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -30,25 +42,64 @@ from redis.retry import Retry
 from gateway.config import ReplayConfig
 from gateway.errors import Rejection
 from gateway.metrics import Metrics
+from gateway.replay import in_flight
 
-__all__ = ["RedisReplayStore"]
+__all__ = ["RedisReplayStore", "reserve_outcome"]
 
 log = logging.getLogger("jwksgate.replay")
 
-# KEYS[1] = key, ARGV[1] = owner: delete only our own reservation.
+DELIVERED = "d"
+_RESERVED_PREFIX = "r:"
+
+# What the reserve script answers (an integer, the cheapest reply to parse).
+RESERVED = -1
+ALREADY_DELIVERED = -2
+# >= 0: held by another attempt for that many more milliseconds.
+
+# KEYS[1] = key, ARGV[1] = "r:<owner>", ARGV[2] = hold ms, ARGV[3..] = our own abandoned
+# reservations of this key (their SET timed out here but may have run in Redis): taken over.
+# A value neither "d" nor "r:..." was written by jwksgate 0.1.0, which kept the owner for both
+# states: a TTL beyond the hold can only be a commit.
+_RESERVE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then return -2 end
+for i = 3, #ARGV do
+  if v == ARGV[i] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return -1
+  end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  if ttl == -2 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return -1
+  end
+  return -2
+end
+if string.sub(v, 1, 2) ~= 'r:' and ttl > tonumber(ARGV[2]) then return -2 end
+return ttl
+"""
+# KEYS[1] = key, ARGV[1] = "r:<owner>": delete only our own reservation, never a delivered key.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# KEYS[1] = key, ARGV[1] = owner, ARGV[2] = ttl ms: keep the key for the token's lifetime.
-_COMMIT = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or v == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
+
+
+def reserve_outcome(answer: int) -> bool:
+    """The reserve script's answer as ``ReplayStore.reserve`` returns it (raises while held)."""
+    if answer == RESERVED:
+        return True
+    if answer == ALREADY_DELIVERED:
+        return False
+    raise in_flight(answer / 1000)
+
+
+def commit_backoff(attempt: int) -> float:
+    """Seconds before commit attempt ``attempt + 1``: quick at first, then twice a second."""
+    return min(0.5, 0.05 * 2.0**attempt)
 
 
 class RedisReplayStore:
@@ -58,12 +109,28 @@ class RedisReplayStore:
         assert cfg.redis_url is not None
         self.cfg = cfg
         self._metrics = metrics
-        self._owners: dict[bytes, str] = {}
+        # Owner tokens only need to be unique among the replicas' live reservations: a random
+        # per-process prefix and a counter (a uuid4 per push cost a urandom call each time).
+        self._owner_prefix = f"{_RESERVED_PREFIX}{secrets.token_hex(8)}."
+        self._counter = itertools.count()
+        # key -> (our reservation's value, monotonic time its hold ends)
+        self._owners: dict[bytes, tuple[str, float]] = {}
         # Reservations whose SET failed with an unknown outcome (redis key -> owners), until
         # released in the background.
         self._orphans: dict[str, set[str]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._last_allow_log = 0.0
+        self._errors = metrics.replay_store_errors.labels(store=self.name)
+        self._durations = {
+            op: metrics.replay_store_duration.labels(store=self.name, op=op)
+            for op in ("reserve", "commit", "release", "ping")
+        }
+        self._commit_failures = metrics.replay_commit_failures.labels(store=self.name)
+        # At most redis_pool_size calls in flight; past it a call waits for a slot (within the
+        # timeout) instead of redis-py raising MaxConnectionsError at once. One semaphore for both
+        # modes: redis-py's Cluster has no blocking pool, and it costs less per call than
+        # BlockingConnectionPool's lock, condition and timeout scope.
+        self._slots = asyncio.Semaphore(cfg.redis_pool_size)
         kwargs: dict[str, Any] = {
             "socket_timeout": cfg.redis_timeout_seconds,
             "socket_connect_timeout": cfg.redis_timeout_seconds,
@@ -76,54 +143,67 @@ class RedisReplayStore:
             kwargs["ssl_ca_certs"] = cfg.redis_ca_file
             kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
         self.client: Any
+        # Standalone: each socket operation is bounded by the socket timeouts, so a call needs no
+        # timeout scope of its own. Cluster: a failure can trigger a topology refresh and retries
+        # on other nodes, so the whole call is bounded too.
+        self._call_limit: float | None = None
         if cfg.redis_mode == "cluster":
             self.client = RedisCluster.from_url(
                 cfg.redis_url, max_connections=cfg.redis_pool_size, **kwargs
             )
+            self._call_limit = cfg.redis_timeout_seconds * 3
         else:
             self.client = aioredis.Redis.from_url(
                 cfg.redis_url, max_connections=cfg.redis_pool_size, **kwargs
             )
+        self._reserve_script = self.client.register_script(_RESERVE)
         self._release_script = self.client.register_script(_RELEASE)
-        self._commit_script = self.client.register_script(_COMMIT)
 
     def redis_key(self, key: bytes) -> str:
         # key = b"<issuer name>:" + 32-byte digest (gateway.verify.replay_key)
         issuer, digest = key[:-33], key[-32:]
         return f"{self.cfg.key_prefix}{issuer.decode()}:{digest.hex()}"
 
-    async def _call(self, op: str, coro: Any) -> Any:
+    async def _call(self, op: str, coro: Awaitable[Any]) -> Any:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.cfg.redis_timeout_seconds * 3):
-                return await coro
-        except (RedisError, OSError, TimeoutError) as e:
-            self._metrics.replay_store_errors.labels(store=self.name).inc()
-            raise _StoreDown(f"{type(e).__name__}: {e}"[:200]) from None
+            try:
+                if self._slots.locked():
+                    async with asyncio.timeout(self.cfg.redis_timeout_seconds):
+                        await self._slots.acquire()
+                else:
+                    await self._slots.acquire()
+            except BaseException as e:
+                _close(coro)
+                if isinstance(e, TimeoutError):
+                    self._errors.inc()
+                    raise _StoreDown("every pooled Redis connection stayed busy") from None
+                raise
+            try:
+                if self._call_limit is None:
+                    return await coro
+                async with asyncio.timeout(self._call_limit):
+                    return await coro
+            except (RedisError, OSError, TimeoutError) as e:
+                self._errors.inc()
+                raise _StoreDown(f"{type(e).__name__}: {e}"[:200]) from None
+            finally:
+                self._slots.release()
         finally:
-            self._metrics.replay_store_duration.labels(store=self.name, op=op).observe(
-                time.perf_counter() - started
-            )
+            self._durations[op].observe(time.perf_counter() - started)
 
     async def reserve(self, key: bytes, hold_seconds: float) -> bool:
-        owner = uuid.uuid4().hex
+        owner = f"{self._owner_prefix}{next(self._counter)}"
         rkey = self.redis_key(key)
+        hold_ms = _ms(hold_seconds)
+        until = time.monotonic() + hold_seconds
+        stale = self._orphans.get(rkey)
+        args: list[str | int] = [owner, hold_ms, *stale] if stale else [owner, hold_ms]
         try:
-            ok = await self._call(
-                "reserve", self.client.set(rkey, owner, nx=True, px=_ms(hold_seconds))
-            )
-            stale = self._orphans.get(rkey)
-            if not ok and stale:
-                # Perhaps one of our own reservations that timed out (answered 503) but ran in
-                # Redis afterwards: free it, then try once more. Another owner's stays.
-                for old in list(stale):
-                    await self._call("release", self._release_script(keys=[rkey], args=[old]))
-                ok = await self._call(
-                    "reserve", self.client.set(rkey, owner, nx=True, px=_ms(hold_seconds))
-                )
+            answer = await self._call("reserve", self._reserve_script(keys=[rkey], args=args))
         except asyncio.CancelledError:
             # Cut off (the drain's grace ran out) with the SET perhaps run: nobody would hold
-            # that reservation, and the sender's retry on another replica would get 409.
+            # that reservation, and the sender's retry on another replica would be refused.
             self._abandon(rkey, owner)
             raise
         except _StoreDown as e:
@@ -131,8 +211,8 @@ class RedisReplayStore:
                 self._log_allow(str(e))
                 return True
             # The SET may have reached Redis and run, or still run when a stalled Redis resumes:
-            # a reservation nobody holds, which would refuse the sender's retry (409) for the
-            # whole hold, and the push would be lost. Remove it as soon as Redis answers.
+            # a reservation nobody holds, which would refuse the sender's retry for the whole
+            # hold. Remove it as soon as Redis answers.
             self._abandon(rkey, owner)
             log.warning("replay store unavailable: %s", e)
             raise Rejection(
@@ -140,44 +220,54 @@ class RedisReplayStore:
                 "the replay store cannot be reached; retry later",
                 retry_after=2,
             ) from None
-        if ok:
-            self._owners[key] = owner
-        return bool(ok)
+        reserved = reserve_outcome(int(answer))
+        if reserved:
+            self._owners[key] = (owner, until)
+        return reserved
 
     async def commit(self, key: bytes, ttl_seconds: float) -> None:
-        owner = self._owners.pop(key, None)
-        if owner is None:
+        held = self._owners.pop(key, None)
+        if held is None:
             return
+        _, until = held
         rkey = self.redis_key(key)
-        for attempt in range(3):
+        ttl_ms = _ms(ttl_seconds)
+        # Delivered: until this lands, a retry is answered "in flight" (never lost), and once the
+        # hold ends it would be forwarded again. So keep trying for as long as the hold lasts:
+        # a merely slow Redis only delays the answer.
+        for attempt in itertools.count():
             try:
-                await self._call(
-                    "commit", self._commit_script(keys=[rkey], args=[owner, _ms(ttl_seconds)])
-                )
+                await self._call("commit", self.client.set(rkey, DELIVERED, px=ttl_ms))
                 return
             except _StoreDown as e:
-                if attempt == 2:
-                    # Delivered, but the key will expire with the reservation: a replay window.
-                    log.error("replay store: could not commit a delivered token: %s", e)
+                pause = commit_backoff(attempt)
+                if time.monotonic() + pause >= until:
+                    self._commit_failures.inc()
+                    log.error(
+                        "replay store: could not commit a delivered token within its hold; a "
+                        "replay of it will be forwarded once the hold ends: %s",
+                        e,
+                    )
                     return
-                await asyncio.sleep(0.05 * (attempt + 1))
+                await asyncio.sleep(pause)
 
     async def release(self, key: bytes) -> None:
-        owner = self._owners.pop(key, None)
-        if owner is None:
+        held = self._owners.pop(key, None)
+        if held is None:
             return
+        owner, _ = held
         rkey = self.redis_key(key)
         try:
             await self._call("release", self._release_script(keys=[rkey], args=[owner]))
         except _StoreDown:
             # Keep trying in the background: while the reservation stands, the sender's retry of
-            # this token would be refused as in flight.
+            # this token is answered "in flight".
             self._abandon(rkey, owner)
 
     def _abandon(self, rkey: str, owner: str) -> None:
         """A reservation no request holds any more (or may hold, if its SET ran after all):
-        released in the background, and freed on the spot by this process's next reserve of
-        the same key (a sender's retry) if that comes first."""
+        released in the background, and taken over on the spot by this process's next reserve
+        of the same key (a sender's retry) if that comes first."""
         if len(self._background) >= _MAX_BACKGROUND_RELEASES:
             log.error("replay store: too many pending releases; a reservation will expire alone")
             return
@@ -247,6 +337,13 @@ _MAX_BACKGROUND_RELEASES = 10_000
 
 class _StoreDown(Exception):
     pass
+
+
+def _close(coro: Awaitable[Any]) -> None:
+    """A call that never started: close its coroutine, or Python warns it was never awaited."""
+    close = getattr(coro, "close", None)
+    if close is not None:
+        close()
 
 
 def _ms(seconds: float) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -55,12 +56,18 @@ async def test_reserve_commit_release_semantics() -> None:
         try:
             key = b"sender:" + bytes(range(32))
             assert await store.reserve(key, 5.0) is True
-            assert await store.reserve(key, 5.0) is False  # in flight elsewhere
+            with pytest.raises(Rejection) as held:
+                await store.reserve(key, 5.0)  # in flight elsewhere: retry, not "delivered"
+            assert (held.value.reason, held.value.status) == ("replay_in_flight", 503)
+            assert held.value.retry_after in (1, 2, 3, 4, 5)
             name = store.redis_key(key)
             assert name == "jwksgate:replay:sender:" + bytes(range(32)).hex()
             assert 0 < await raw.pttl(name) <= 5000
+            held_value = await raw.get(name)
+            assert isinstance(held_value, bytes) and held_value.startswith(b"r:")
             await store.commit(key, 600.0)
             assert 595_000 < await raw.pttl(name) <= 600_000
+            assert await raw.get(name) == b"d"
             assert await store.reserve(key, 5.0) is False  # delivered: refused
             other = b"sender:" + bytes(32)
             assert await store.reserve(other, 5.0) is True
@@ -83,6 +90,13 @@ async def test_release_never_frees_another_owners_reservation() -> None:
             assert await b.reserve(key, 5.0)
             await a.release(key)  # late release by a
             assert await raw.exists(b.redis_key(key)) == 1
+            with pytest.raises(Rejection) as held:
+                await a.reserve(key, 5.0)
+            assert held.value.reason == "replay_in_flight"
+            # Nor a delivered key: b commits, a late release by anybody leaves it delivered.
+            await b.commit(key, 600.0)
+            assert await raw.get(b.redis_key(key)) == b"d"
+            await a.release(key)
             assert await a.reserve(key, 5.0) is False
         finally:
             await a.close()
@@ -132,8 +146,9 @@ async def test_two_replicas_share_replay_state() -> None:
             statuses = await asyncio.gather(
                 *(post(http, g.url, racing, body) for g in (g1, g2) for _ in range(10))
             )
+            # The others are told "delivered" (409) once it was, "in flight" (503) before.
             assert sorted(statuses).count(200) == 1
-            assert set(statuses) == {200, 409}
+            assert set(statuses) <= {200, 409, 503}
             assert len(w.backend.received) == before + 1
 
 
@@ -227,6 +242,7 @@ async def test_rediss_with_acl_user_and_ca_bundle(tmp_path: Path) -> None:
                 key_bytes = b"sender:" + bytes(32)
                 assert await trusted.ready() is None
                 assert await trusted.reserve(key_bytes, 5.0) is True
+                await trusted.commit(key_bytes, 60.0)
                 assert await trusted.reserve(key_bytes, 5.0) is False
                 for bad in (untrusted, wrong_password):
                     assert await bad.ready() is not None
@@ -238,3 +254,110 @@ async def test_rediss_with_acl_user_and_ca_bundle(tmp_path: Path) -> None:
                     await s.close()
         finally:
             r.stop()
+
+
+# -- issue 14: orphans, the commit window, the pool ----------------------------------------------
+
+
+async def test_an_orphaned_reservation_is_in_flight_until_its_hold_ends() -> None:
+    """A replica that died holding a key: the others answer "in flight" (retry), never 409, and
+    take the key once the hold has run out."""
+    with redis_server() as r:
+        dead, alive = store_for(r.url), store_for(r.url)
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            key = b"sender:" + bytes(range(1, 33))
+            assert await dead.reserve(key, 0.3) is True
+            await dead.close()  # gone without a release or a commit
+            with pytest.raises(Rejection) as held:
+                await alive.reserve(key, 5.0)
+            assert (held.value.reason, held.value.retry_after) == ("replay_in_flight", 1)
+            for _ in range(300):  # Redis expires the hold (bounded poll, nothing timed)
+                if not await raw.exists(alive.redis_key(key)):
+                    break
+                await asyncio.sleep(0.01)
+            assert await alive.reserve(key, 5.0) is True
+        finally:
+            await alive.close()
+            await raw.aclose()
+
+
+async def test_keys_written_by_0_1_0_keep_their_meaning() -> None:
+    """0.1.0 stored the owner for a reservation and a commit alike: a TTL beyond the hold can
+    only be a commit (delivered); within it, a reservation (in flight)."""
+    with redis_server() as r:
+        store = store_for(r.url)
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            committed, reserved = b"sender:" + bytes(32), b"sender:" + bytes(range(32))
+            await raw.set(store.redis_key(committed), "0" * 32, px=600_000)
+            await raw.set(store.redis_key(reserved), "1" * 32, px=4_000)
+            assert await store.reserve(committed, 5.0) is False
+            with pytest.raises(Rejection) as held:
+                await store.reserve(reserved, 5.0)
+            assert held.value.reason == "replay_in_flight"
+        finally:
+            await store.close()
+            await raw.aclose()
+
+
+async def test_commit_outlasts_a_stalled_redis_within_the_hold() -> None:
+    """Delivered while Redis is stalled (SIGSTOP): the commit keeps trying for as long as the
+    reservation holds, not three quick tries, so the key ends up delivered, not expired."""
+    with redis_server() as r:
+        assert r.proc is not None
+        store = store_for(r.url, redis_timeout_seconds=0.1)
+        metrics = store._metrics
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            key = b"sender:" + bytes(range(2, 34))
+            assert await store.reserve(key, 30.0) is True
+            errors = metrics.replay_store_errors.labels(store="redis")
+            r.proc.send_signal(signal.SIGSTOP)
+            try:
+                commit = asyncio.ensure_future(store.commit(key, 600.0))
+                # Past the three attempts 0.1.0 made before giving up (bounded poll).
+                for _ in range(3000):
+                    if errors._value.get() >= 5 or commit.done():
+                        break
+                    await asyncio.sleep(0.01)
+                assert not commit.done(), "the commit gave up while the hold still lasted"
+            finally:
+                r.proc.send_signal(signal.SIGCONT)
+            await asyncio.wait_for(commit, 30)
+            assert await raw.get(store.redis_key(key)) == b"d"
+            assert await raw.pttl(store.redis_key(key)) > 30_000
+            assert metrics.replay_commit_failures.labels(store="redis")._value.get() == 0
+        finally:
+            await store.close()
+            await raw.aclose()
+
+
+async def test_more_calls_than_the_pool_wait_for_a_connection() -> None:
+    """50 reservations at once through a pool of 2: they queue for a connection (within the
+    timeout) instead of failing at once with 503 replay_store_unavailable."""
+    with redis_server() as r:
+        store = store_for(r.url, redis_pool_size=2)
+        try:
+            keys = [b"sender:" + bytes([i]) * 32 for i in range(50)]
+            assert await asyncio.gather(*(store.reserve(k, 5.0) for k in keys)) == [True] * 50
+            await asyncio.gather(*(store.commit(k, 60.0) for k in keys))
+            assert await asyncio.gather(*(store.reserve(k, 5.0) for k in keys)) == [False] * 50
+            assert store._metrics.replay_store_errors.labels(store="redis")._value.get() == 0
+        finally:
+            await store.close()
+
+
+async def test_more_concurrent_pushes_than_the_pool_are_all_delivered() -> None:
+    with redis_server() as r:
+        async with (
+            world(redis_world(r.url, redis_pool_size=1)) as w,
+            aiohttp.ClientSession() as http,
+        ):
+            bodies = [b'{"n":%d}' % i for i in range(40)]
+            tokens = [w.token(b) for b in bodies]
+            statuses = await asyncio.gather(
+                *(post(http, w.url, t, b) for t, b in zip(tokens, bodies, strict=True))
+            )
+            assert statuses == [200] * 40
+            assert len(w.backend.received) == 40

@@ -1,0 +1,218 @@
+"""A soak run (issue 14): one gateway process (memory store, then a real redis-server), a backend
+process, a JWKS process, and a steady stream of unique valid pushes at ``--rate`` per second for
+``--minutes``. Prints, every ``--every`` seconds and at the end, the gateway's RSS and open fds,
+the answers that were not 2xx, and what the backend delivered.
+
+With a healthy Redis the rules are: zero errors, every push delivered once, RSS flat once the
+store holds every live token (the tokens live 300 s here, so the store is full after ~5.5 min).
+
+    scripts/soak --minutes 10 [--rate 300] [--stores memory,redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.procs import (
+    GatewayProc,
+    backend_proc,
+    free_ports,
+    gateway_config,
+    gateway_proc,
+    jwks_proc,
+    recorded,
+    wait_port,
+    wait_ready,
+)
+from tests.redis_support import RedisProcess, redis_server
+from tests.sender import new_push
+from tests.support import JwksServer, SigningKey
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@contextlib.contextmanager
+def maybe_redis(store: str) -> Iterator[RedisProcess | None]:
+    if store == "memory":
+        yield None
+    else:
+        with redis_server() as r:
+            yield r
+
+
+@contextlib.asynccontextmanager
+async def processes(
+    tmp: Path, store: str, redis: RedisProcess | None
+) -> AsyncIterator[tuple[GatewayProc, Path, SigningKey]]:
+    jwks_port, backend_port, port, admin = free_ports(4)
+    keys = JwksServer()
+    key = keys.add_key()
+    jwks_file = tmp / "jwks.json"
+    jwks_file.write_bytes(keys.document())
+    record = tmp / "delivered.txt"
+    jwks = jwks_proc(tmp, jwks_port, jwks_file)
+    backend = backend_proc(tmp, backend_port, record)
+    replay: dict[str, Any] = {"store": "memory"}
+    if redis is not None:
+        replay = {"store": "redis", "redis_url": redis.url}
+    config = gateway_config(
+        port,
+        admin,
+        f"http://127.0.0.1:{jwks_port}/.well-known/jwks.json",
+        f"http://127.0.0.1:{backend_port}",
+        replay=replay,
+    )
+    gw = gateway_proc(tmp, config)
+    try:
+        jwks.start()
+        backend.start()
+        await wait_port(jwks_port, jwks)
+        await wait_port(backend_port, backend)
+        gw.proc.start()
+        yield gw, record, key
+    finally:
+        gw.proc.stop()
+        backend.stop()
+        jwks.stop()
+
+
+async def soak(store: str, minutes: float, rate: float, every: float) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"jwksgate-soak-{store}-") as d,
+        maybe_redis(store) as redis,
+    ):
+        async with (
+            processes(Path(d), store, redis) as (gw, record, key),
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
+        ):
+            await wait_ready(gw, http)
+            pid = gw.proc.pid
+            errors: collections.Counter[str] = collections.Counter()
+            ok = 0
+            sent = 0
+            slots = asyncio.Semaphore(256)
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def one() -> None:
+                nonlocal ok
+                push = new_push(key)
+                headers = {"Authorization": f"Bearer {push.token}"}
+                try:
+                    async with http.post(
+                        gw.url + "/hook",
+                        data=push.body,
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=30),
+                    ) as resp:
+                        text = await resp.read()
+                        if 200 <= resp.status < 300:
+                            ok += 1
+                        else:
+                            reason = ""
+                            with contextlib.suppress(ValueError, AttributeError):
+                                reason = str(json.loads(text).get("error", ""))
+                            errors[f"{resp.status} {reason}".strip()] += 1
+                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                    errors[type(e).__name__] += 1
+                finally:
+                    slots.release()
+
+            samples: list[dict[str, Any]] = []
+
+            def sample(elapsed: float) -> dict[str, Any]:
+                s: dict[str, Any] = {
+                    "t": round(elapsed),
+                    "sent": sent,
+                    "ok": ok,
+                    "errors": sum(errors.values()),
+                    "rss_mib": round(rss_kib(pid) / 1024, 1),
+                    "fds": open_fds(pid),
+                }
+                if redis is not None and redis.proc is not None:
+                    s["redis_rss_mib"] = round(rss_kib(redis.proc.pid) / 1024, 1)
+                samples.append(s)
+                print(f"[{store}] " + json.dumps(s), flush=True)
+                return s
+
+            started = time.monotonic()
+            end = started + minutes * 60
+            next_sample = started
+            while time.monotonic() < end:
+                now = time.monotonic()
+                if now >= next_sample:
+                    sample(now - started)
+                    next_sample += every
+                due = started + sent / rate
+                if due > now:
+                    await asyncio.sleep(due - now)
+                await slots.acquire()
+                sent += 1
+                task = asyncio.ensure_future(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            elapsed = time.monotonic() - started
+            last = sample(elapsed)
+            await asyncio.sleep(0.5)  # the backend records just after answering
+            delivered = recorded(record)
+            return {
+                "store": store,
+                "minutes": minutes,
+                "target_rate": rate,
+                "achieved_rate": round(sent / elapsed, 1),
+                "pushes": sent,
+                "answered_2xx": ok,
+                "errors": dict(errors),
+                "delivered_by_backend": sum(delivered.values()),
+                "delivered_twice": sum(1 for n in delivered.values() if n > 1),
+                "rss_mib_first_last": [samples[0]["rss_mib"], last["rss_mib"]],
+                "rss_mib_max": max(s["rss_mib"] for s in samples),
+                "fds_first_last": [samples[0]["fds"], last["fds"]],
+            }
+
+
+async def cli(stores: list[str], minutes: float, rate: float, every: float) -> int:
+    failed = False
+    for store in stores:
+        result = await soak(store, minutes, rate, every)
+        print(json.dumps(result, indent=2), flush=True)
+        failed = failed or bool(result["errors"]) or result["delivered_twice"] > 0
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=300.0, help="pushes per second")
+    parser.add_argument("--stores", default="memory,redis")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
+    args = parser.parse_args(argv)
+    stores = [s for s in args.stores.split(",") if s]
+    return asyncio.run(cli(stores, args.minutes, args.rate, args.every))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
