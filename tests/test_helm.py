@@ -11,6 +11,7 @@ a skipped chart test would look like a passing one.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import hashlib
@@ -29,6 +30,7 @@ import yaml
 
 from gateway import config as gateway_config
 from gateway.config import parse_config
+from tests.tls_support import TestCA
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "jwksgate"
@@ -41,6 +43,8 @@ INSTALL_HINT = "run scripts/install.d/k8s-tools.sh (scripts/test does)"
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 CRD_API_GROUP = "monitoring.coreos.com/"
 REPLAY_STORE_ERROR = "config.replay.store must be redis"
+# What .github/workflows/release.yml publishes (tests/test_workflows.py checks the other side).
+PUBLISHED_IMAGE = "ghcr.io/jwksgate/jwksgate"
 
 Manifest = dict[str, Any]
 
@@ -348,7 +352,7 @@ def test_pod_is_hardened_by_default(helm: Helm) -> None:
     assert container["args"] == ["run", "--config", "/etc/jwksgate/config.yaml"]
 
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert container["image"] == f"jwksgate:{chart['appVersion']}"
+    assert container["image"] == f"{PUBLISHED_IMAGE}:{chart['appVersion']}"
 
 
 def test_service_and_probes_use_the_configured_ports(helm: Helm) -> None:
@@ -545,6 +549,17 @@ def test_one_replica_with_the_memory_store_renders(helm: Helm) -> None:
         ({"config": {"listen": "0.0.0.0"}}, "config.listen"),
         ({"workers": 0}, "workers"),
         ({"secretEnv": {"REDIS_PASSWORD": {"secretName": "redis"}}}, "key"),
+        ({"tls": {"secret": "gw-tls"}}, "Additional property secret"),
+        ({"upstreamCA": {"secretname": "ca"}}, "Additional property secretname"),
+        ({"upstreamCA": {"secretName": "a", "configMapName": "b"}}, "upstreamCA"),
+        ({"redisCA": {"key": "ca.crt"}}, "redisCA"),
+        ({"upstreamClientCert": {"name": "client"}}, "Additional property name"),
+        ({"issuerFiles": {"orders": {"token": {"secretName": "t"}}}}, "Additional property token"),
+        ({"issuerFiles": {"orders": {"tokens": {"keys": ["t"]}}}}, "secretName is required"),
+        ({"issuerFiles": {"orders": {"jwksCa": {}}}}, "issuerFiles.orders.jwksCa"),
+        ({"extraVolumes": [{"secret": {"secretName": "x"}}]}, "name is required"),
+        ({"extraVolumeMounts": [{"name": "x"}]}, "mountPath is required"),
+        ({"envFrom": {"secretRef": {"name": "x"}}}, "envFrom"),
     ],
 )
 def test_schema_rejects_bad_values(helm: Helm, override: dict[str, Any], message: str) -> None:
@@ -762,3 +777,344 @@ def test_sidecar_example_with_replicas_needs_redis(helm: Helm, example_chart: Pa
         chart=example_chart,
     )
     assert one(manifests, "Deployment")["spec"]["replicas"] == 2
+
+
+# --- files from Secrets and ConfigMaps --------------------------------------------------------
+
+# A config key that names a file, as a path into the config: "issuers" is followed by the
+# issuer's name, list indexes are ints.
+KeyPath = tuple[str | int, ...]
+# Where the gateway container finds a file: ("secret" | "configMap", object name, key).
+Source = tuple[str, str, str]
+
+CI_FILES = {p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*.yaml"))}
+
+# For each ci/ values file: every config key that names a file, and the Secret or ConfigMap key
+# that must be mounted at that path. Exactly these: a file key the config names but nobody
+# mounts is a pod that fails at start.
+MOUNTED_FILES: dict[str, dict[KeyPath, Source]] = {
+    "standalone": {},
+    "tls": {
+        ("tls", "cert_file"): ("secret", "jwksgate-tls", "tls.crt"),
+        ("tls", "key_file"): ("secret", "jwksgate-tls", "tls.key"),
+    },
+    "ca-bundles": {
+        ("upstream", "ca_file"): ("secret", "backend-ca", "ca.crt"),
+        ("replay", "redis_ca_file"): ("secret", "redis-tls", "ca.crt"),
+        ("issuers", "orders", "jwks", "ca_file"): ("configMap", "corp-root-ca", "ca-bundle.pem"),
+    },
+    "upstream-mtls": {
+        ("upstream", "client_cert_file"): ("secret", "jwksgate-client", "tls.crt"),
+        ("upstream", "client_key_file"): ("secret", "jwksgate-client", "tls.key"),
+        ("upstream", "ca_file"): ("configMap", "backend-ca", "ca.crt"),
+    },
+    "static-token": {
+        ("issuers", "agents", "static_token", "token_files", 0): (
+            "secret",
+            "agents-notification-token",
+            "current",
+        ),
+        ("issuers", "agents", "static_token", "token_files", 1): (
+            "secret",
+            "agents-notification-token",
+            "next",
+        ),
+    },
+    "standard-webhooks": {
+        ("issuers", "billing", "standard_webhooks", "secret_files", 0): (
+            "secret",
+            "billing-webhook-secret",
+            "secret",
+        ),
+    },
+    "extra-mounts": {
+        ("issuers", "partners", "static_token", "token_files", 0): (
+            "secret",
+            "partner-a-token",
+            "token",
+        ),
+        ("issuers", "partners", "static_token", "token_files", 1): (
+            "secret",
+            "partner-b-token",
+            "token",
+        ),
+    },
+}
+
+FORMS = ("standalone", "native", "classic")
+
+
+def config_file_paths(config: Mapping[str, Any]) -> dict[KeyPath, str]:
+    """Every file the gateway's config names, by the key that names it."""
+    found: dict[KeyPath, str] = {}
+
+    def scalar(keypath: KeyPath, section: Any, key: str) -> None:
+        if isinstance(section, Mapping) and isinstance(section.get(key), str):
+            found[(*keypath, key)] = section[key]
+
+    def listed(keypath: KeyPath, section: Any, key: str) -> None:
+        if isinstance(section, Mapping):
+            for i, path in enumerate(section.get(key) or []):
+                found[(*keypath, key, i)] = path
+
+    scalar(("tls",), config.get("tls"), "cert_file")
+    scalar(("tls",), config.get("tls"), "key_file")
+    for key in ("ca_file", "client_cert_file", "client_key_file"):
+        scalar(("upstream",), config.get("upstream"), key)
+    scalar(("replay",), config.get("replay"), "redis_ca_file")
+    for issuer in config.get("issuers") or []:
+        at: KeyPath = ("issuers", issuer["name"])
+        scalar((*at, "jwks"), issuer.get("jwks"), "ca_file")
+        listed((*at, "static_token"), issuer.get("static_token"), "token_files")
+        listed((*at, "standard_webhooks"), issuer.get("standard_webhooks"), "secret_files")
+    return found
+
+
+def set_config_path(config: dict[str, Any], keypath: KeyPath, value: str) -> None:
+    node: Any = config
+    parts = list(keypath)
+    if parts[0] == "issuers":
+        (node,) = [i for i in config["issuers"] if i["name"] == parts[1]]
+        parts = parts[2:]
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def volume_items(volume: Mapping[str, Any]) -> list[tuple[Source, str]]:
+    """(source, file path inside the volume) for every key a Secret, ConfigMap or projected
+    volume lists explicitly."""
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if "secret" in volume:
+        sources.append(("secret", {**volume["secret"], "name": volume["secret"]["secretName"]}))
+    if "configMap" in volume:
+        sources.append(("configMap", volume["configMap"]))
+    for projected in volume.get("projected", {}).get("sources", []):
+        for kind in ("secret", "configMap"):
+            if kind in projected:
+                sources.append((kind, projected[kind]))
+    return [
+        ((kind, source["name"], item["key"]), item["path"])
+        for kind, source in sources
+        for item in source.get("items", [])
+    ]
+
+
+def mounted_source(manifests: list[Manifest], path: str) -> Source:
+    """The Secret or ConfigMap key the gateway container reads at `path`, asserting that exactly
+    one mount covers it, read-only and without subPath (which would freeze a rotated Secret)."""
+    container = gateway_container(manifests)
+    volumes = {v["name"]: v for v in pod_spec(manifests)["volumes"]}
+    covering = [
+        m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert len(covering) == 1, f"{path}: mounted by {covering}"
+    (mount,) = covering
+    assert mount.get("readOnly") is True, mount
+    assert "subPath" not in mount, mount
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    items = [
+        source
+        for source, item_path in volume_items(volumes[mount["name"]])
+        if item_path == relative
+    ]
+    assert len(items) == 1, f"{path}: volume {volumes[mount['name']]} has no item {relative}"
+    return items[0]
+
+
+def render_form(
+    helm: Helm, example_chart: Path, values: Mapping[str, Any], form: str
+) -> list[Manifest]:
+    """The values in the chart's own Deployment, or in the example receiver's pod as a native or
+    classic sidecar (the same values under `jwksgate:`, mode sidecar)."""
+    if form == "standalone":
+        return helm.template(values)
+    sidecar_values = merged(values, {"mode": "sidecar", "image": {"tag": "0.1.0"}})
+    return helm.template({"sidecar": form, "jwksgate": sidecar_values}, chart=example_chart)
+
+
+def test_every_ci_values_file_has_its_mount_expectations() -> None:
+    assert set(CI_FILES) == set(MOUNTED_FILES)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", sorted(MOUNTED_FILES))
+def test_the_pod_mounts_every_file_the_config_names(
+    helm: Helm, example_chart: Path, case: str, form: str
+) -> None:
+    values = yaml.safe_load(CI_FILES[case].read_text())
+    manifests = render_form(helm, example_chart, values, form)
+    _, config = mounted_config(manifests)
+    files = config_file_paths(config)
+    assert set(files) == set(MOUNTED_FILES[case]), files
+    for keypath, path in files.items():
+        assert path.startswith("/"), (keypath, path)
+        assert mounted_source(manifests, path) == MOUNTED_FILES[case][keypath], keypath
+    # Every Secret/ConfigMap volume the chart adds is mounted: none dangles unused.
+    names = {m["name"] for m in gateway_container(manifests)["volumeMounts"]}
+    chart_volumes = {
+        v["name"] for v in pod_spec(manifests)["volumes"] if v["name"].startswith("jwksgate-")
+    }
+    assert chart_volumes <= names
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_ci_values_file_renders_valid_manifests(
+    helm: Helm, example_chart: Path, tmp_path: Path, form: str
+) -> None:
+    for case, path in CI_FILES.items():
+        helm.lint(yaml.safe_load(path.read_text()))
+        manifests = render_form(helm, example_chart, yaml.safe_load(path.read_text()), form)
+        (tmp_path / case).mkdir()
+        validate(manifests, tmp_path / case)
+
+
+def pod_files(tmp_path: Path, files: Mapping[KeyPath, str]) -> dict[KeyPath, Path]:
+    """What the mounted Secrets hold, written under tmp_path at the paths the pod would see:
+    certificates and their keys in pairs, CA bundles, tokens and whsec_ secrets."""
+    ca = TestCA()
+    issued = {"tls": ca.server_cert(), "upstream": ca.client_cert()}
+    local: dict[KeyPath, Path] = {}
+    for keypath, path in files.items():
+        target = tmp_path / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        key = [k for k in keypath if isinstance(k, str)][-1]
+        if key in ("cert_file", "client_cert_file"):
+            target.write_bytes(issued[str(keypath[0])].cert_pem())
+        elif key in ("key_file", "client_key_file"):
+            target.write_bytes(issued[str(keypath[0])].key_pem())
+        elif key in ("ca_file", "redis_ca_file"):
+            target.write_bytes(ca.cert_pem())
+        elif key == "token_files":
+            target.write_text(f"notification-token-{keypath[-1]}-0123456789\n")
+        else:
+            assert key == "secret_files", keypath
+            target.write_text("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
+        local[keypath] = target
+    return local
+
+
+@pytest.mark.parametrize("case", sorted(MOUNTED_FILES))
+def test_gateway_loads_the_rendered_config_with_the_mounted_files(
+    helm: Helm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """The gateway checks at start that every named file is there and loads (PEM pairs, CA
+    bundles, tokens): with the files where the pod has them, the rendered config must load and
+    read them, so a key set in the wrong place or a wrong file name fails here."""
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    monkeypatch.setenv("UPSTREAM_URL", "http://receiver.hooks.svc:3000")
+    _, config = mounted_config(helm.template(yaml.safe_load(CI_FILES[case].read_text())))
+    local = pod_files(tmp_path, config_file_paths(config))
+    for keypath, path in local.items():
+        set_config_path(config, keypath, str(path))
+    loaded = parse_config(config)
+    assert sorted(loaded.secret_files) == sorted(
+        str(p) for k, p in local.items() if k[-2] in ("token_files", "secret_files")
+    )
+    if case == "tls":
+        assert loaded.tls is not None
+        assert loaded.tls.cert_file == str(local[("tls", "cert_file")])
+    if case == "upstream-mtls":
+        assert loaded.upstream.client_key_file == str(local[("upstream", "client_key_file")])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {
+                "tls": {"secretName": "gw-tls"},
+                "config": {"tls": {"cert_file": "/a", "key_file": "/b"}},
+            },
+            "tls.secretName sets config.tls itself",
+        ),
+        (
+            {"upstreamCA": {"configMapName": "ca"}, "config": {"upstream": {"ca_file": "/ca"}}},
+            "upstreamCA sets config.upstream.ca_file itself",
+        ),
+        (
+            {
+                "upstreamClientCert": {"secretName": "client"},
+                "config": {"upstream": {"client_cert_file": "/c", "client_key_file": "/k"}},
+            },
+            "upstreamClientCert.secretName sets config.upstream.client_cert_file",
+        ),
+        (
+            {"redisCA": {"secretName": "redis-tls"}, "config": {"replay": {"redis_ca_file": "/r"}}},
+            "redisCA sets config.replay.redis_ca_file itself",
+        ),
+        (
+            {
+                "issuerFiles": {"orders": {"jwksCa": {"configMapName": "ca"}}},
+                "config": {"issuers": [dict(ISSUERS[0], jwks={"ca_file": "/ca"}), ISSUERS[1]]},
+            },
+            "issuerFiles.orders.jwksCa sets the issuer's jwks.ca_file itself",
+        ),
+        (
+            {"issuerFiles": {"ordrs": {"tokens": {"secretName": "t"}}}},
+            'issuerFiles.ordrs: no issuer named "ordrs" in config.issuers (known: billing, orders)',
+        ),
+    ],
+)
+def test_a_file_value_and_its_config_key_are_not_both_set(
+    helm: Helm, override: dict[str, Any], message: str
+) -> None:
+    error = helm.template_error(merged(STANDALONE, override))
+    assert message in error
+
+
+def test_issuer_files_keep_what_the_config_lists(helm: Helm) -> None:
+    """token_files/secret_files named in the config (from extraVolumes, say) stay, the mounted
+    files come after them; an issuer name that is no DNS label still gets a valid volume name."""
+    issuers = [
+        {
+            "name": "a2a_agents",
+            "type": "static_token",
+            "path_prefix": "/a2a",
+            "static_token": {"token_files": ["/var/run/own/token"]},
+        }
+    ]
+    values = merged(
+        STANDALONE,
+        {
+            "config": {"issuers": issuers},
+            "issuerFiles": {"a2a_agents": {"tokens": {"secretName": "agents"}}},
+        },
+    )
+    manifests = helm.template(values)
+    _, config = mounted_config(manifests)
+    assert config["issuers"][0]["static_token"]["token_files"] == [
+        "/var/run/own/token",
+        "/run/jwksgate/issuers/a2a_agents/tokens/token",
+    ]
+    path = config["issuers"][0]["static_token"]["token_files"][1]
+    assert mounted_source(manifests, path) == ("secret", "agents", "token")
+    for volume in pod_spec(manifests)["volumes"]:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", volume["name"]), volume
+
+
+def test_extra_env_env_from_and_mounts_reach_the_container(helm: Helm) -> None:
+    values = yaml.safe_load(CI_FILES["extra-mounts"].read_text())
+    manifests = helm.template(values)
+    container = gateway_container(manifests)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JWKSGATE_EVENT_LOOP"] == {"name": "JWKSGATE_EVENT_LOOP", "value": "auto"}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "jwksgate-env"}}]
+    volumes = {v["name"]: v for v in pod_spec(manifests)["volumes"]}
+    assert volumes["jwksgate-partner-tokens"] == values["extraVolumes"][0]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["jwksgate-partner-tokens"] == values["extraVolumeMounts"][0]
+
+
+def test_file_values_leave_the_default_pod_alone(helm: Helm) -> None:
+    """Unset, the new values add nothing: the config and volumes are what they were."""
+    manifests = helm.template(STANDALONE)
+    assert {v["name"] for v in pod_spec(manifests)["volumes"]} == {
+        "jwksgate-config",
+        "jwksgate-tmp",
+    }
+    container = gateway_container(manifests)
+    assert "envFrom" not in container and "env" not in container
+    _, config = mounted_config(manifests)
+    assert config_file_paths(config) == {}

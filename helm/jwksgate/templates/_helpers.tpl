@@ -141,6 +141,7 @@ Checks what the values schema cannot: fails the render with every problem, one p
 {{- if and .sidecar (not (or $v.image.tag $v.image.digest)) }}
 {{- $errors = append $errors "image.tag (or image.digest) is required in sidecar mode: the including chart's appVersion is not jwksgate's" }}
 {{- end }}
+{{- $errors = concat $errors (include "jwksgate.fileMountErrors" . | fromJson).errors }}
 {{- if $errors }}
 {{- fail (printf "\n  jwksgate: invalid values:\n  - %s" (join "\n  - " $errors)) }}
 {{- end }}
@@ -150,6 +151,9 @@ Checks what the values schema cannot: fails the render with every problem, one p
 {{- define "jwksgate.configYaml" -}}
 {{- $config := deepCopy .values.config }}
 {{- $_ := set $config "workers" (int .values.workers) }}
+{{- range $m := (include "jwksgate.fileMounts" . | fromJson).mounts }}
+{{- include "jwksgate.pointConfigAt" (dict "config" $config "mount" $m) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -225,6 +229,10 @@ digest) must be given (checked in jwksgate.validate).
     {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- end }}
+  {{- with $v.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   startupProbe:
     httpGet:
       path: /livez
@@ -258,6 +266,14 @@ digest) must be given (checked in jwksgate.validate).
       readOnly: true
     - name: jwksgate-tmp
       mountPath: /tmp
+    {{- range $m := (include "jwksgate.fileMounts" . | fromJson).mounts }}
+    - name: {{ $m.volume.name }}
+      mountPath: {{ $m.mountPath }}
+      readOnly: true
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/* The gateway's volumes, as list items. */}}
@@ -271,6 +287,13 @@ digest) must be given (checked in jwksgate.validate).
     sizeLimit: {{ . }}
     {{- else }} {}
     {{- end }}
+{{- range $m := (include "jwksgate.fileMounts" . | fromJson).mounts }}
+- name: {{ $m.volume.name }}
+  {{- toYaml (omit $m.volume "name") | nindent 2 }}
+{{- end }}
+{{- with .values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
