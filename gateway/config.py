@@ -1,22 +1,32 @@
-"""Configuration: one loader from YAML into frozen dataclasses, validated up front.
+"""Configuration: YAML into frozen dataclasses, validated up front, in two passes.
 
-Every problem is reported with its YAML path (``issuers[1].jwks_url: must be an http(s) URL``), all
-of them at once; unknown keys are errors; any string may reference ``${NAME}`` (or
-``${NAME:-default}``) from the environment.
+1. ``parse_config(data)`` is pure: it checks YAML-shaped data (types, ranges, choices, unknown keys
+   with a "did you mean", rules across fields) and touches no file, so it can judge a config
+   written for another machine (a chart's mounts, a container's paths).
+2. ``read_files(config)`` is the filesystem pass: it reads token and secret files and checks that
+   CA bundles and certificate/key pairs load, so that a bad file is a config error, not a failure
+   at the first request.
+
+``load_config(path)`` reads the file with a loader that builds only plain values (strings,
+numbers, true/false, null, lists, mappings) and runs both passes, reporting every problem of both
+at once. Every problem names its YAML path and, where it helps, the value found and the form
+expected (``listen: 8080 is an integer; expected "host:port", e.g. "0.0.0.0:8080"``). Any string
+may reference ``${NAME}`` (or ``${NAME:-default}``) from the environment.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
+import json
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -38,6 +48,7 @@ __all__ = [
     "UpstreamConfig",
     "load_config",
     "parse_config",
+    "read_files",
 ]
 
 # Asymmetric JWS algorithms only (RFC 8725 3.1/3.2): never "none", never HS* with a JWKS.
@@ -125,16 +136,20 @@ class StaticTokenConfig:
     """``type: static_token``: a fixed shared secret in a header (what the A2A SDKs send)."""
 
     headers: tuple[str, ...] = ("Authorization",)
+    # The inline tokens, then (after ``read_files``) one per token file.
     tokens: tuple[str, ...] = ()
+    token_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class StandardWebhooksConfig:
     """``type: standard_webhooks``: webhook-id/-timestamp/-signature, v1 HMAC and v1a Ed25519."""
 
+    # The inline secrets, then (after ``read_files``) one per secret file.
     secrets: tuple[bytes, ...] = ()
     public_keys: tuple[bytes, ...] = ()
     tolerance_seconds: float = 300.0
+    secret_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,34 +198,146 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading
+# Reading values: every read records its problem under the value's YAML path.
 
 T = TypeVar("T")
 _MISSING: Any = object()
 
+# Nested deeper, or more values once aliases are expanded, is no config: refuse it rather than
+# let a recursive or "billion laughs" document exhaust the stack or the memory.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+MAX_FILE_BYTES = 4 * 1024 * 1024
+_MAX_INT = 2**63 - 1
+_SHOWN_CHARS = 60
+
 
 class _Problems:
-    """What parsing collects beside the values: problems, and the secret files it read."""
+    """The problems found so far, in the order a reader should meet them (causes first)."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.files: list[str] = []
+        self.entries: list[tuple[str, str]] = []
+        # Paths whose problems are the effect of a misspelt key (jwks_ulr explains a missing
+        # jwks_url): their lines would only send the reader after the wrong fix.
+        self.explained: set[str] = set()
 
     def add(self, path: str, message: str) -> None:
-        self.lines.append(f"{path}: {message}")
+        if not any(_under(path, e) for e in self.explained):
+            self.entries.append((path, message))
+
+    def insert(self, index: int, path: str, message: str) -> None:
+        self.entries.insert(index, (path, message))
+
+    def mute(self, path: str) -> None:
+        """Drop what is found below ``path`` (not at it): a section that is no mapping would
+        otherwise add an "is required" for each of its keys."""
+        self.explained.add(path + "/")
+
+    def explain(self, path: str) -> None:
+        self.explained.add(path)
+        self.entries = [(p, m) for p, m in self.entries if not _under(p, path)]
+
+    def about(self, path: str) -> bool:
+        """Whether a problem under ``path`` is already recorded (no second line for it)."""
+        return any(_under(p, path) for p, _ in self.entries)
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{p}: {m}" for p, m in self.entries]
+
+
+def _under(path: str, prefix: str) -> bool:
+    if prefix.endswith("/"):  # below a muted section, not at it
+        below = prefix[:-1]
+        return not below or path.startswith((below + ".", below + "["))
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+class _Wrong(Exception):
+    """A check's verdict on a value: of the wrong type, or of the right type but not allowed."""
+
+    def __init__(self, wrong_type: bool, hint: str = "") -> None:
+        super().__init__(hint)
+        self.wrong_type = wrong_type
+        self.hint = hint
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    """A scalar as the reader wrote it, short and on one line; control characters escaped."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # str() of a huge int is slow (and refused past 4300 digits): say its size instead.
+        if value.bit_length() > 128:
+            return f"a {int(value.bit_length() * 0.30103) + 1}-digit number"
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    if isinstance(value, str):
+        cut = value[:_SHOWN_CHARS]
+        return json.dumps(cut) + ("..." if len(value) > _SHOWN_CHARS else "")
+    return _kind(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float)
+
+
+def _near(word: str, choices: Iterable[str]) -> str | None:
+    """The choice the reader probably meant: a close spelling, or the one ``word`` begins."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    if close:
+        return close[0]
+    prefixed = [c for c in options if c.startswith(word + "_")] if word else []
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _complaint(value: Any, what: str, wrong: _Wrong, secret: bool) -> str:
+    if wrong.wrong_type:
+        shown = f"{_show(value)} is " if _is_scalar(value) and not secret else "is "
+        message = f"{shown}{_kind(value)}; expected {what}"
+    else:
+        message = f"must be {what}" if secret else f"must be {what}, not {_show(value)}"
+    return message + (f"; {wrong.hint}" if wrong.hint else "")
 
 
 class _Section:
     """Typed reads from one YAML mapping; every read records problems under the mapping's path."""
 
-    def __init__(self, data: Any, path: str, problems: _Problems) -> None:
+    def __init__(self, data: Any, path: str, problems: _Problems, start: int | None = None) -> None:
         self.path = path
         self.problems = problems
+        # Where this section's own lines begin: its unknown keys go first (causes first).
+        self.start = len(problems.entries) if start is None else start
         self.seen: set[str] = set()
         if data is None or data is _MISSING:
             data = {}
         if not isinstance(data, Mapping):
-            problems.add(path or "(top level)", "must be a mapping")
+            problems.add(path or "(top level)", f"is {_kind(data)}; expected a mapping")
+            problems.mute(path)
             data = {}
         self.data: Mapping[Any, Any] = data
 
@@ -221,66 +348,142 @@ class _Section:
         self.seen.add(key)
         return self.data.get(key, _MISSING)
 
-    def _read(self, key: str, default: T, check: Callable[[Any], T | None], what: str) -> T:
+    def read(
+        self,
+        key: str,
+        default: T,
+        check: Callable[[Any], T],
+        what: str,
+        *,
+        secret: bool = False,
+    ) -> T:
+        """``check`` returns the value to use or raises ``_Wrong``; a missing key (or null
+        where the default is null) is the default, or "is required" without one."""
         value = self.raw(key)
         if value is _MISSING or (value is None and default is None):
             if default is _MISSING:
                 self.problems.add(self.at(key), "is required")
             return default
-        result = check(value)
-        if result is None:
-            self.problems.add(self.at(key), f"must be {what}")
+        try:
+            return check(value)
+        except _Wrong as wrong:
+            self.problems.add(self.at(key), _complaint(value, what, wrong, secret))
             return default
-        return result
 
-    def string(self, key: str, default: Any = _MISSING) -> Any:
-        return self._read(key, default, lambda v: v if isinstance(v, str) else None, "a string")
+    def string(self, key: str, default: Any = _MISSING, *, secret: bool = False) -> Any:
+        return self.read(key, default, _string, "a string", secret=secret)
 
     def boolean(self, key: str, default: bool) -> bool:
-        return self._read(
-            key, default, lambda v: v if isinstance(v, bool) else None, "true or false"
-        )
+        def check(v: Any) -> bool:
+            if not isinstance(v, bool):
+                raise _Wrong(True)
+            return v
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
-        def check(v: Any) -> int | None:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-            return v if ok else None
+        return self.read(key, default, check, "true or false")
 
-        return self._read(key, default, check, f"an integer >= {minimum}")
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int = _MAX_INT) -> int:
+        def check(v: Any) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise _Wrong(True)
+            if v < minimum:
+                raise _Wrong(False)
+            if v > maximum:
+                raise _Wrong(False, f"the largest allowed is {maximum}")
+            return v
+
+        return self.read(key, default, check, f"an integer >= {minimum}")
 
     def number(self, key: str, default: float, minimum: float = 0.0) -> float:
-        def check(v: Any) -> float | None:
+        def check(v: Any) -> float:
             if isinstance(v, bool) or not isinstance(v, int | float):
-                return None
-            f = float(v)
-            return f if minimum <= f < float("inf") else None
+                raise _Wrong(True)
+            try:
+                f = float(v)
+            except OverflowError:  # an integer too large for a float
+                raise _Wrong(False, "too large for a number") from None
+            if not minimum <= f < float("inf"):
+                raise _Wrong(False)
+            return f
 
-        return self._read(key, default, check, f"a number >= {minimum:g}")
+        return self.read(key, default, check, f"a number >= {minimum:g}")
 
-    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        def check(v: Any) -> tuple[str, ...] | None:
-            if isinstance(v, list) and all(isinstance(x, str) for x in v):
-                return tuple(v)
-            return None
+    def strings(
+        self, key: str, default: tuple[str, ...], *, secret: bool = False
+    ) -> tuple[str, ...]:
+        raw = self.data.get(key)
+        what = "a list of strings"
+        if isinstance(raw, str) and not secret:  # the commonest slip: one item, no brackets
+            what += f", e.g. [{json.dumps(raw[:_SHOWN_CHARS])}]"
 
-        return self._read(key, default, check, "a list of strings")
+        def check(v: Any) -> tuple[str, ...]:
+            if not isinstance(v, list):
+                raise _Wrong(True)
+            for i, item in enumerate(v):
+                if not isinstance(item, str):
+                    raise _Wrong(True, f"item {i} is {_kind(item)}")
+            return tuple(v)
+
+        return self.read(key, default, check, what, secret=secret)
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        def check(v: Any) -> str | None:
-            return v if v in choices else None
+        def check(v: Any) -> str:
+            if not isinstance(v, str):
+                raise _Wrong(True)
+            if v not in choices:
+                near = _near(v, choices)
+                raise _Wrong(False, f"did you mean {near}?" if near else "")
+            return v
 
-        return self._read(key, default, check, "one of " + ", ".join(choices))
+        return self.read(key, default, check, "one of " + ", ".join(choices))
 
     def section(self, key: str) -> _Section:
         return _Section(self.raw(key), self.at(key), self.problems)
 
     def finish(self) -> None:
+        """Unknown keys are errors, reported before this section's other problems. A near miss
+        of a key that is absent names it, and the absent key's problems (its "is required")
+        are dropped: they are the typo's effect, and the typo is the thing to fix."""
+        known = {k for k in self.seen if k not in self.data}
+        explained: list[str] = []
+        index = self.start
         for key in self.data:
-            if key not in self.seen:
-                self.problems.add(self.at(str(key)), "unknown key")
+            if key in self.seen:
+                continue
+            near = _near(key, known) if isinstance(key, str) else None
+            message = "unknown key" + (f"; did you mean {near}?" if near else "")
+            self.problems.insert(index, self.at(str(key)), message)
+            index += 1
+            if near:
+                explained.append(self.at(near))
+        for path in explained:
+            self.problems.explain(path)
 
 
-def _interpolate(value: Any, path: str, problems: _Problems) -> Any:
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Wrong(True)
+    return v
+
+
+class _TooLarge(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _interpolate(
+    value: Any, path: str, problems: _Problems, depth: int = 0, count: list[int] | None = None
+) -> Any:
+    """``${NAME}`` references replaced, in a copy. The copy is bounded in depth and size: data
+    shared through YAML aliases is expanded here, so a small document could otherwise stand
+    for a huge (or, with Python data, endless) one."""
+    count = [0] if count is None else count
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise _TooLarge(path, f"more than {MAX_VALUES} values (with aliases expanded)")
+    if depth > MAX_DEPTH:
+        raise _TooLarge(path, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -294,74 +497,113 @@ def _interpolate(value: Any, path: str, problems: _Problems) -> Any:
 
         return ENV_RE.sub(sub, value)
     if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    if isinstance(value, dict):
+        return [
+            _interpolate(v, f"{path}[{i}]", problems, depth + 1, count) for i, v in enumerate(value)
+        ]
+    if isinstance(value, Mapping):
         return {
-            k: _interpolate(v, f"{path}.{k}" if path else str(k), problems)
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), problems, depth + 1, count)
             for k, v in value.items()
         }
     return value
 
 
+# --------------------------------------------------------------------------------------------
+# The pure pass: one small function per section.
+
+_LISTEN_FORM = '"host:port", e.g. "0.0.0.0:8080" or "[::1]:8080"'
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]+")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
 def _listen(s: _Section, key: str, default: Listen) -> Listen:
-    value = s.string(key, None)
-    if value is None:
-        return default
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    try:
+    def check(v: Any) -> Listen:
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise _Wrong(True)
+        host, sep, port = v.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
         # Port 0 asks the OS for a free port (tests, the demo).
-        if not sep or not 0 <= int(port) < 65536:
-            raise ValueError
-        if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
-            ipaddress.ip_address(host)
+        if not sep or not _PORT_RE.fullmatch(port) or int(port) > 65535:
+            raise _Wrong(False)
+        if not _HOST_RE.fullmatch(host):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise _Wrong(False) from None
+        return Listen(host, int(port))
+
+    return s.read(key, default, check, _LISTEN_FORM)
+
+
+def _url_check(v: Any, schemes: tuple[str, ...], optional: bool) -> str:
+    if not isinstance(v, str):
+        raise _Wrong(True)
+    if not v and optional:
+        return v
+    try:
+        parts = urlsplit(v)
+        ok = parts.scheme in schemes and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or too large
     except ValueError:
-        s.problems.add(s.at(key), 'must be "host:port" (e.g. "0.0.0.0:8080" or "[::1]:8080")')
-        return default
-    return Listen(host, int(port))
+        ok = False
+    if not ok:
+        raise _Wrong(False)
+    return v
 
 
 def _url(s: _Section, key: str, default: Any = _MISSING) -> Any:
-    value = s.string(key, default)
-    if isinstance(value, str) and (value or default is _MISSING):
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            s.problems.add(s.at(key), "must be an http(s) URL")
-    return value
+    raw = s.data.get(key)
+    # A URL with user:password@ is shown only by its type: problems end up in logs.
+    secret = isinstance(raw, str) and "@" in raw
+    optional = default is not _MISSING
+    return s.read(
+        key,
+        default,
+        lambda v: _url_check(v, ("http", "https"), optional),
+        "an http(s) URL",
+        secret=secret,
+    )
 
 
-def _file(s: _Section, key: str, required: bool = False) -> Any:
-    value = s.string(key) if required else s.string(key, None)
-    if isinstance(value, str) and not os.path.isfile(value):
-        s.problems.add(s.at(key), f"{value} is not a readable file")
-    return value
+def _path(s: _Section, key: str, required: bool = False) -> Any:
+    """A file's path: only its shape here; ``read_files`` opens it."""
+
+    def check(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Wrong(True)
+        if not v or "\0" in v:
+            raise _Wrong(False)
+        return v
+
+    return s.read(key, _MISSING if required else None, check, "a file path")
 
 
-def _ca_file(s: _Section, key: str) -> Any:
-    """A CA bundle, loaded once here so that a bad one is a config error, not a crash later."""
-    value = _file(s, key)
-    if isinstance(value, str) and os.path.isfile(value):
-        try:
-            ssl.create_default_context(cafile=value)
-        except (ssl.SSLError, OSError, ValueError) as e:
-            s.problems.add(s.at(key), f"{value} is not a PEM CA bundle ({e})")
-    return value
+def _paths(s: _Section, key: str) -> tuple[str, ...]:
+    paths = s.strings(key, ())
+    for i, p in enumerate(paths):
+        if not p or "\0" in p:
+            s.problems.add(f"{s.at(key)}[{i}]", f"must be a file path, not {_show(p)}")
+    return tuple(p for p in paths if p and "\0" not in p)
 
 
-def _cert_pair(s: _Section, cert_key: str, key_key: str, cert: Any, key: Any) -> None:
-    if not (isinstance(cert, str) and isinstance(key, str)):
-        return
-    if not (os.path.isfile(cert) and os.path.isfile(key)):
-        return
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
-    except (ssl.SSLError, OSError, ValueError) as e:
-        s.problems.add(s.at(cert_key), f"and {key_key} are not a PEM certificate and its key ({e})")
+_HEADER_FORM = "a valid HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
 
 
 def _header_name(s: _Section, path: str, value: str) -> None:
     if not HEADER_NAME_RE.match(value):
-        s.problems.add(path, "must be a valid HTTP header name")
+        s.problems.add(path, f"must be {_HEADER_FORM}, not {_show(value)}")
+
+
+def _tls(top: _Section) -> TlsConfig | None:
+    raw = top.raw("tls")
+    if raw is _MISSING or raw is None:
+        return None
+    s = _Section(raw, "tls", top.problems)
+    cert, key = _path(s, "cert_file", True), _path(s, "key_file", True)
+    s.finish()
+    return TlsConfig(cert, key) if isinstance(cert, str) and isinstance(key, str) else None
 
 
 def _upstream(s: _Section) -> UpstreamConfig:
@@ -378,13 +620,12 @@ def _upstream(s: _Section) -> UpstreamConfig:
             "connect_timeout_seconds", d.connect_timeout_seconds, 0.001
         ),
         max_connections=s.integer("max_connections", d.max_connections, 1),
-        ca_file=_ca_file(s, "ca_file"),
-        client_cert_file=_file(s, "client_cert_file"),
-        client_key_file=_file(s, "client_key_file"),
+        ca_file=_path(s, "ca_file"),
+        client_cert_file=_path(s, "client_cert_file"),
+        client_key_file=_path(s, "client_key_file"),
     )
     if (cfg.client_cert_file is None) != (cfg.client_key_file is None):
         s.problems.add(s.path, "client_cert_file and client_key_file go together")
-    _cert_pair(s, "client_cert_file", "client_key_file", cfg.client_cert_file, cfg.client_key_file)
     s.finish()
     return cfg
 
@@ -402,22 +643,39 @@ def _limits(s: _Section) -> LimitsConfig:
     return cfg
 
 
+def _redis_url(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Wrong(True)
+    try:
+        ok = urlsplit(v).scheme in ("redis", "rediss")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _Wrong(False)
+    return v
+
+
 def _replay(s: _Section) -> ReplayConfig:
     d = ReplayConfig()
     cfg = ReplayConfig(
         store=s.choice("store", d.store, ("memory", "redis")),
-        redis_url=s.string("redis_url", None),
+        # Shown only by its type in problems: a Redis URL usually carries a password.
+        redis_url=s.read(
+            "redis_url",
+            None,
+            _redis_url,
+            "a redis:// or rediss:// URL",
+            secret=True,
+        ),
         max_entries=s.integer("max_entries", d.max_entries, 1),
         redis_mode=s.choice("redis_mode", d.redis_mode, ("standalone", "cluster")),
         redis_pool_size=s.integer("redis_pool_size", d.redis_pool_size, 1),
         redis_timeout_seconds=s.number("redis_timeout_seconds", d.redis_timeout_seconds, 0.001),
-        redis_ca_file=_ca_file(s, "redis_ca_file"),
+        redis_ca_file=_path(s, "redis_ca_file"),
         key_prefix=s.string("key_prefix", d.key_prefix),
         on_store_error=s.choice("on_store_error", d.on_store_error, ("deny", "allow")),
     )
-    if cfg.redis_url is not None and urlsplit(cfg.redis_url).scheme not in ("redis", "rediss"):
-        s.problems.add(s.at("redis_url"), "must be a redis:// or rediss:// URL")
-    if cfg.store == "redis" and not cfg.redis_url:
+    if cfg.store == "redis" and not cfg.redis_url and not s.problems.about(s.at("redis_url")):
         s.problems.add(s.at("redis_url"), "is required when store is redis")
     s.finish()
     return cfg
@@ -458,22 +716,13 @@ def _jwks(s: _Section) -> JwksConfig:
         max_stale_seconds=s.number("max_stale_seconds", d.max_stale_seconds, 0),
         max_bytes=s.integer("max_bytes", d.max_bytes, 64),
         max_keys=s.integer("max_keys", d.max_keys, 1),
-        ca_file=_ca_file(s, "ca_file"),
+        ca_file=_path(s, "ca_file"),
     )
     s.finish()
     return cfg
 
 
-def _secret_values(s: _Section, key: str, files_key: str) -> list[str]:
-    """Inline values (usually ``${ENV}``) plus one value per mounted file, stripped."""
-    values = list(s.strings(key, ()))
-    for i, path in enumerate(s.strings(files_key, ())):
-        s.problems.files.append(path)
-        try:
-            values.append(Path(path).read_text(encoding="utf-8").strip())
-        except OSError as e:
-            s.problems.add(f"{s.at(files_key)}[{i}]", f"cannot read {path}: {e.strerror or e}")
-    return values
+_MIN_TOKEN_CHARS = 16
 
 
 def _static_token(s: _Section) -> StaticTokenConfig:
@@ -481,70 +730,88 @@ def _static_token(s: _Section) -> StaticTokenConfig:
     headers = s.strings("headers", d.headers)
     for i, h in enumerate(headers):
         _header_name(s, f"{s.at('headers')}[{i}]", h)
-    tokens = _secret_values(s, "tokens", "token_files")
-    if not tokens:
+    tokens = s.strings("tokens", (), secret=True)
+    files = _paths(s, "token_files")
+    if not tokens and not files and not s.problems.about(s.at("tokens")):
         s.problems.add(s.at("tokens"), "at least one token is required (tokens or token_files)")
     for i, t in enumerate(tokens):
-        if len(t) < 16:
-            s.problems.add(f"{s.at('tokens')}[{i}]", "must be at least 16 characters")
+        if len(t) < _MIN_TOKEN_CHARS:
+            s.problems.add(
+                f"{s.at('tokens')}[{i}]", f"must be at least {_MIN_TOKEN_CHARS} characters"
+            )
     s.finish()
-    return StaticTokenConfig(headers=headers, tokens=tuple(tokens))
+    return StaticTokenConfig(headers=headers, tokens=tokens, token_files=files)
 
 
-def _b64_prefixed(s: _Section, path: str, value: str, prefix: str, size: int | None) -> bytes:
+def decode_prefixed(value: str, prefix: str, size: int | None = None) -> bytes | None:
+    """``whsec_<base64>`` / ``whpk_<base64>`` to bytes, or None. The base64 ``=`` padding is
+    optional: the Standard Webhooks libraries sign with secrets written without it."""
+    body = value.removeprefix(prefix)
     try:
-        raw = base64.b64decode(value.removeprefix(prefix), validate=True)
-        if not raw or (size is not None and len(raw) != size):
-            raise ValueError
-        return raw
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (ValueError, binascii.Error):
-        what = f"{size} bytes" if size else "bytes"
-        s.problems.add(path, f"must be {prefix}<base64 of {what}>")
-        return b""
+        return None
+    if not raw or (size is not None and len(raw) != size):
+        return None
+    return raw
+
+
+def _b64_prefixed(
+    s: _Section, path: str, value: str, prefix: str, size: int | None
+) -> bytes | None:
+    raw = decode_prefixed(value, prefix, size)
+    if raw is None:
+        # Never the value itself: it is a secret.
+        s.problems.add(path, f"must be {prefix}<base64 of {f'{size} bytes' if size else 'bytes'}>")
+    return raw
 
 
 def _standard_webhooks(s: _Section) -> StandardWebhooksConfig:
     d = StandardWebhooksConfig()
     secrets = [
         _b64_prefixed(s, f"{s.at('secrets')}[{i}]", v, "whsec_", None)
-        for i, v in enumerate(_secret_values(s, "secrets", "secret_files"))
+        for i, v in enumerate(s.strings("secrets", (), secret=True))
     ]
     keys = [
         _b64_prefixed(s, f"{s.at('public_keys')}[{i}]", v, "whpk_", 32)
         for i, v in enumerate(s.strings("public_keys", ()))
     ]
-    if not secrets and not keys:
+    files = _paths(s, "secret_files")
+    if not (secrets or keys or files):
         s.problems.add(s.path, "needs secrets (v1, whsec_...) or public_keys (v1a, whpk_...)")
     cfg = StandardWebhooksConfig(
-        secrets=tuple(secrets),
-        public_keys=tuple(keys),
+        secrets=tuple(x for x in secrets if x is not None),
+        public_keys=tuple(x for x in keys if x is not None),
         tolerance_seconds=s.number("tolerance_seconds", d.tolerance_seconds, 1),
+        secret_files=files,
     )
     s.finish()
     return cfg
 
 
 def _with_profile(s: _Section) -> tuple[_Section, str | None]:
-    profile = s.raw("profile")
-    if profile is _MISSING or profile is None:
-        return s, None
-    if profile not in PROFILES:
-        s.problems.add(s.at("profile"), "must be one of " + ", ".join(PROFILES))
+    def check(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _Wrong(True)
+        if v not in PROFILES:
+            near = _near(v, PROFILES)
+            raise _Wrong(False, f"did you mean {near}?" if near else "")
+        return v
+
+    profile = s.read("profile", None, check, "one of " + ", ".join(PROFILES))
+    if profile is None:
         return s, None
     for key in REQUIRED[profile]:
         if key not in s.data:
             s.problems.add(s.at(key), f"is required with profile {profile}")
-    return _Section(apply_profile(profile, dict(s.data)), s.path, s.problems), profile
+    merged = apply_profile(profile, dict(s.data))
+    # The profile's presets read as if written here; the start stays so that an unknown key
+    # is still reported before the "is required with profile" it may explain.
+    return _Section(merged, s.path, s.problems, start=s.start), profile
 
 
-def _issuer(s: _Section) -> IssuerConfig:
-    d = IssuerConfig(name="", jwks_url="")
-    s, profile = _with_profile(s)
-    kind = s.choice("type", d.type, ("jwt", "static_token", "standard_webhooks"))
-    name = s.string("name")
-    if isinstance(name, str) and not NAME_RE.match(name):
-        s.problems.add(s.at("name"), "must match [a-z0-9_-]+ (at most 64 characters)")
-    algorithms = s.strings("algorithms", d.algorithms)
+def _algorithms(s: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
+    algorithms = s.strings("algorithms", default)
     for i, alg in enumerate(algorithms):
         if alg not in SUPPORTED_ALGORITHMS:
             why = (
@@ -558,44 +825,63 @@ def _issuer(s: _Section) -> IssuerConfig:
             )
     if not algorithms:
         s.problems.add(s.at("algorithms"), "must not be empty")
+    return algorithms
+
+
+def _forward_claims(s: _Section) -> tuple[tuple[str, str], ...]:
+    fc = s.section("forward_claims")
+    claims: list[tuple[str, str]] = []
+    for claim, header in fc.data.items():
+        fc.seen.add(claim)
+        path = fc.at(str(claim))
+        if not isinstance(claim, str) or not isinstance(header, str):
+            s.problems.add(path, "must map a claim name to a header name")
+            continue
+        _header_name(s, path, header)
+        claims.append((claim, header))
+    return tuple(claims)
+
+
+def _optional_section(s: _Section, key: str, kind: str, wanted: str) -> _Section | None:
+    """The section for ``key`` when the issuer's type is ``wanted``; elsewhere a problem."""
+    present = s.raw(key) is not _MISSING
+    if kind == wanted:
+        return s.section(key)
+    if present:
+        s.problems.add(s.at(key), f"only applies to type: {wanted}")
+    return None
+
+
+def _issuer(s: _Section) -> IssuerConfig:
+    d = IssuerConfig(name="", jwks_url="")
+    s, profile = _with_profile(s)
+    kind = s.choice("type", d.type, ("jwt", "static_token", "standard_webhooks"))
+    name = s.string("name")
+    if isinstance(name, str) and not NAME_RE.match(name):
+        s.problems.add(
+            s.at("name"), f"must match [a-z0-9_-]+ (at most 64 characters), not {_show(name)}"
+        )
     path_prefix = s.string("path_prefix", d.path_prefix)
     if isinstance(path_prefix, str) and not path_prefix.startswith("/"):
-        s.problems.add(s.at("path_prefix"), 'must start with "/"')
+        s.problems.add(s.at("path_prefix"), f'must start with "/", not {_show(path_prefix)}')
     body_hash_raw = s.raw("body_hash")
     body_hash = (
         None
         if body_hash_raw is _MISSING or body_hash_raw is None
         else _body_hash(_Section(body_hash_raw, s.at("body_hash"), s.problems))
     )
-    fc_section = s.section("forward_claims")
-    forward_claims: list[tuple[str, str]] = []
-    for claim, header in fc_section.data.items():
-        fc_section.seen.add(claim)
-        path = fc_section.at(str(claim))
-        if not isinstance(claim, str) or not isinstance(header, str):
-            s.problems.add(path, "must map a claim name to a header name")
-            continue
-        _header_name(s, path, header)
-        forward_claims.append((claim, header))
-    static_token = standard_webhooks = None
-    if kind == "static_token":
-        static_token = _static_token(s.section("static_token"))
-    elif s.raw("static_token") is not _MISSING:
-        s.problems.add(s.at("static_token"), "only applies to type: static_token")
-    if kind == "standard_webhooks":
-        standard_webhooks = _standard_webhooks(s.section("standard_webhooks"))
-    elif s.raw("standard_webhooks") is not _MISSING:
-        s.problems.add(s.at("standard_webhooks"), "only applies to type: standard_webhooks")
+    st = _optional_section(s, "static_token", kind, "static_token")
+    swh = _optional_section(s, "standard_webhooks", kind, "standard_webhooks")
     cfg = IssuerConfig(
         name=name if isinstance(name, str) else "",
         type=kind,
         profile=profile,
         handshake=s.choice("handshake", d.handshake, ("off", "echo")),
-        static_token=static_token,
-        standard_webhooks=standard_webhooks,
+        static_token=_static_token(st) if st else None,
+        standard_webhooks=_standard_webhooks(swh) if swh else None,
         issuer=s.string("issuer", None),
         jwks_url=_url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", ""),
-        algorithms=algorithms,
+        algorithms=_algorithms(s, d.algorithms),
         audiences=s.strings("audiences", d.audiences),
         allowed_types=s.strings("allowed_types", d.allowed_types),
         require_kid=s.boolean("require_kid", d.require_kid),
@@ -607,45 +893,55 @@ def _issuer(s: _Section) -> IssuerConfig:
         replay_key=s.choice("replay_key", d.replay_key, ("jti", "token")),
         body_hash=body_hash,
         jwks=_jwks(s.section("jwks")),
-        forward_claims=tuple(forward_claims),
+        forward_claims=_forward_claims(s),
     )
     s.finish()
     return cfg
 
 
-def parse_config(data: Any) -> Config:
-    """Validate parsed YAML into a ``Config``; raise ``ConfigError`` listing every problem."""
+def _issuers(top: _Section) -> list[IssuerConfig]:
+    raw = top.raw("issuers")
+    if not isinstance(raw, list) or not raw:
+        top.problems.add("issuers", "must be a non-empty list of trusted issuers")
+        return []
+    return [_issuer(_Section(item, f"issuers[{i}]", top.problems)) for i, item in enumerate(raw)]
+
+
+def _secret_paths(issuers: Iterable[IssuerConfig]) -> tuple[str, ...]:
+    paths: list[str] = []
+    for iss in issuers:
+        if iss.static_token:
+            paths += iss.static_token.token_files
+        if iss.standard_webhooks:
+            paths += iss.standard_webhooks.secret_files
+    return tuple(paths)
+
+
+def _parse(data: Any) -> tuple[Config, list[str]]:
+    """The config and its problems; with problems, the config holds defaults where values were
+    wrong (so that the file pass can still check the rest)."""
     problems = _Problems()
-    data = _interpolate(data, "", problems)
+    try:
+        data = _interpolate(data, "", problems)
+    except _TooLarge as e:
+        # The size is the whole document's: name no path, the limit was only reached there.
+        path = e.path if "deep" in e.message else ""
+        raise ConfigError([f"{path or '(top level)'}: {e.message}"]) from None
     top = _Section(data, "", problems)
-    d_listen, d_admin = Config(issuers=()).listen, Config(issuers=()).admin_listen
-    listen = _listen(top, "listen", d_listen)
-    admin_listen = _listen(top, "admin_listen", d_admin)
+    defaults = Config(issuers=())
+    listen = _listen(top, "listen", defaults.listen)
+    admin_listen = _listen(top, "admin_listen", defaults.admin_listen)
     workers = top.integer("workers", 1, 1)
     grace = top.number("shutdown_grace_seconds", 20.0, 0)
-    tls_raw = top.raw("tls")
-    tls = None
-    if tls_raw is not _MISSING and tls_raw is not None:
-        ts = _Section(tls_raw, "tls", problems)
-        tls = TlsConfig(_file(ts, "cert_file", True), _file(ts, "key_file", True))
-        _cert_pair(ts, "cert_file", "key_file", tls.cert_file, tls.key_file)
-        ts.finish()
+    tls = _tls(top)
     upstream = _upstream(top.section("upstream"))
     limits = _limits(top.section("limits"))
     replay = _replay(top.section("replay"))
     forward = _forward(top.section("forward"))
-    issuers_raw = top.raw("issuers")
-    issuers: list[IssuerConfig] = []
-    if not isinstance(issuers_raw, list) or not issuers_raw:
-        problems.add("issuers", "must be a non-empty list of trusted issuers")
-    else:
-        for i, item in enumerate(issuers_raw):
-            issuers.append(_issuer(_Section(item, f"issuers[{i}]", problems)))
+    issuers = _issuers(top)
     top.finish()
     _cross_checks(issuers, workers, replay, listen, admin_listen, problems)
-    if problems.lines:
-        raise ConfigError(problems.lines)
-    return Config(
+    config = Config(
         issuers=tuple(issuers),
         listen=listen,
         admin_listen=admin_listen,
@@ -656,8 +952,20 @@ def parse_config(data: Any) -> Config:
         limits=limits,
         replay=replay,
         forward=forward,
-        secret_files=tuple(problems.files),
+        secret_files=_secret_paths(issuers),
     )
+    return config, problems.lines
+
+
+def parse_config(data: Any) -> Config:
+    """Validate parsed YAML into a ``Config``; raise ``ConfigError`` listing every problem.
+
+    Pure: no file is read. Token and secret files are listed (``token_files``,
+    ``secret_files``) but read by ``read_files``, which ``load_config`` runs too."""
+    config, problems = _parse(data)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 def _cross_checks(
@@ -715,34 +1023,318 @@ def _normal_prefix(prefix: str) -> str:
     return prefix.rstrip("/") or "/"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: with unknown keys an error, a key written twice
-    (the first silently ignored) would be the one surprise left."""
+# --------------------------------------------------------------------------------------------
+# The file pass: what the config names on disk must be there and load.
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+
+class _FileProblem(Exception):
+    pass
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise _FileProblem(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # e.g. an embedded NUL byte from Python data
+        raise _FileProblem(f"cannot read {path}: {e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise _FileProblem(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _read_text(path: str) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise _FileProblem(f"{path} is not UTF-8 text (byte {e.start})") from None
+
+
+def _no_password() -> bytes:
+    # An encrypted key would otherwise make OpenSSL prompt on the terminal and hang.
+    return b""
+
+
+def _check_ca(problems: _Problems, at: str, path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        _read_bytes(path)
+        ssl.create_default_context(cafile=path)
+    except _FileProblem as e:
+        problems.add(at, str(e))
+    except (ssl.SSLError, OSError, ValueError) as e:
+        problems.add(at, f"{path} is not a PEM CA bundle ({e})")
+
+
+def _check_pair(
+    problems: _Problems, section: str, cert_key: str, key_key: str, cert: str, key: str
+) -> None:
+    readable = True
+    for name, path in ((cert_key, cert), (key_key, key)):
+        try:
+            _read_bytes(path)
+        except _FileProblem as e:
+            problems.add(f"{section}.{name}", str(e))
+            readable = False
+    if not readable:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=_no_password)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        problems.add(
+            f"{section}.{cert_key}",
+            f"and {key_key} are not a PEM certificate and its (unencrypted) key ({e})",
+        )
+
+
+def _token_files(
+    problems: _Problems, at: str, cfg: StaticTokenConfig | None
+) -> StaticTokenConfig | None:
+    if cfg is None or not cfg.token_files:
+        return cfg
+    tokens = list(cfg.tokens)
+    for i, path in enumerate(cfg.token_files):
+        try:
+            token = _read_text(path)
+        except _FileProblem as e:
+            problems.add(f"{at}.token_files[{i}]", str(e))
+            continue
+        if len(token) < _MIN_TOKEN_CHARS:
+            problems.add(
+                f"{at}.token_files[{i}]",
+                f"the token in {path} must be at least {_MIN_TOKEN_CHARS} characters",
+            )
+        tokens.append(token)
+    # dict.fromkeys: reading the files twice (read_files on a read config) adds nothing.
+    return replace(cfg, tokens=tuple(dict.fromkeys(tokens)))
+
+
+def _secret_files(
+    problems: _Problems, at: str, cfg: StandardWebhooksConfig | None
+) -> StandardWebhooksConfig | None:
+    if cfg is None or not cfg.secret_files:
+        return cfg
+    secrets = list(cfg.secrets)
+    for i, path in enumerate(cfg.secret_files):
+        try:
+            raw = decode_prefixed(_read_text(path), "whsec_")
+        except _FileProblem as e:
+            problems.add(f"{at}.secret_files[{i}]", str(e))
+            continue
+        if raw is None:
+            problems.add(f"{at}.secret_files[{i}]", f"{path} must hold whsec_<base64 of bytes>")
+            continue
+        secrets.append(raw)
+    return replace(cfg, secrets=tuple(dict.fromkeys(secrets)))
+
+
+def _read_files(config: Config) -> tuple[Config, list[str]]:
+    problems = _Problems()
+    if config.tls:
+        _check_pair(
+            problems, "tls", "cert_file", "key_file", config.tls.cert_file, config.tls.key_file
+        )
+    up = config.upstream
+    _check_ca(problems, "upstream.ca_file", up.ca_file)
+    if up.client_cert_file and up.client_key_file:
+        _check_pair(
+            problems,
+            "upstream",
+            "client_cert_file",
+            "client_key_file",
+            up.client_cert_file,
+            up.client_key_file,
+        )
+    _check_ca(problems, "replay.redis_ca_file", config.replay.redis_ca_file)
+    issuers = []
+    for i, iss in enumerate(config.issuers):
+        at = f"issuers[{i}]"
+        _check_ca(problems, f"{at}.jwks.ca_file", iss.jwks.ca_file)
+        issuers.append(
+            replace(
+                iss,
+                static_token=_token_files(problems, f"{at}.static_token", iss.static_token),
+                standard_webhooks=_secret_files(
+                    problems, f"{at}.standard_webhooks", iss.standard_webhooks
+                ),
+            )
+        )
+    return replace(config, issuers=tuple(issuers)), problems.lines
+
+
+def read_files(config: Config) -> Config:
+    """The file pass: the config with its token and secret files read, once its CA bundles and
+    certificate/key pairs are known to load; ``ConfigError`` lists every problem."""
+    config, problems = _read_files(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: plain values only.
+
+_YAML = "tag:yaml.org,2002:"
+_PLAIN_KEYS = (str, int, float, bool, type(None))
+
+
+class _Refused(yaml.constructor.ConstructorError):
+    """Valid YAML that a config does not accept, located at its line and column."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(None, None, problem, mark)
+
+
+def _excerpt(value: Any) -> str:
+    text = str(value)
+    return repr(text[:_SHOWN_CHARS] + ("..." if len(text) > _SHOWN_CHARS else ""))
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """A SafeLoader that builds only plain values: strings, integers, decimals, true/false,
+    null, lists and mappings with plain keys, each key once.
+
+    Whole classes of loader crashes vanish with it: dates are strings (YAML 1.2 has no
+    timestamps, and ``2001-13-45`` made PyYAML raise), every other tag is refused, a malformed
+    ``!!int``/``!!float``/``!!bool`` value, a list as a key, a recursive alias and deep
+    nesting are errors with a line and a column instead of a Python exception."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open_anchors: set[str] = set()
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise _Refused(
+                    f"the alias *{event.anchor} is inside the node it names (a recursive "
+                    "structure)",
+                    event.start_mark,
                 )
-            seen.add(key)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open_anchors.discard(anchor)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _YAML + "merge":
+                    continue  # << merges another mapping; its keys may be overridden here
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, _PLAIN_KEYS):
+                    raise _Refused(
+                        f"a key must be a string, a number, true/false or null, not {_kind(key)}",
+                        key_node.start_mark,
+                    )
+                if key in seen:
+                    # With unknown keys an error, a key written twice (the first silently
+                    # ignored) would be the one surprise left.
+                    raise _Refused(f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a YAML config file."""
+# Plain scalars resolve as in YAML 1.1 (so "yes"/"on" stay booleans, as they always were here),
+# except timestamps and the rarely meant "=" (value) and "!" (yaml) forms, which stay strings.
+_RESOLVED = tuple(_YAML + t for t in ("null", "bool", "int", "float", "merge"))
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag in _RESOLVED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _scalar(build: Callable[[Any, Any], Any], what: str) -> Callable[[Any, Any], Any]:
+    def construct(loader: Any, node: Any) -> Any:
+        try:
+            return build(loader, node)
+        except yaml.YAMLError:
+            raise
+        except Exception as e:
+            # PyYAML's scalar constructors signal a malformed value with whatever Python
+            # raises on it (ValueError for "!!int 0b", KeyError for "!!bool maybe", IndexError
+            # for an empty "!!int", ValueError past 4300 digits).
+            raise _Refused(f"{_excerpt(node.value)} is not {what}", node.start_mark) from e
+
+    return construct
+
+
+def _refuse_tag(loader: Any, node: Any) -> NoReturn:
+    tag = str(node.tag).replace(_YAML, "!!")
+    raise _Refused(
+        f"the tag {tag} is not supported (only strings, numbers, true/false, null, lists "
+        "and mappings)",
+        node.start_mark,
+    )
+
+
+_SC = yaml.constructor.SafeConstructor
+_PlainLoader.yaml_constructors = {
+    _YAML + "null": _SC.construct_yaml_null,
+    _YAML + "bool": _scalar(_SC.construct_yaml_bool, "true or false"),
+    _YAML + "int": _scalar(_SC.construct_yaml_int, "an integer"),
+    _YAML + "float": _scalar(_SC.construct_yaml_float, "a number"),
+    _YAML + "str": _SC.construct_yaml_str,
+    _YAML + "seq": _SC.construct_yaml_seq,
+    _YAML + "map": _SC.construct_yaml_map,
+    None: _refuse_tag,
+}
+
+
+def _position(text: bytes, offset: int) -> str:
+    line = text.count(b"\n", 0, offset) + 1
+    column = offset - (text.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """The file's YAML as plain values; ``ConfigError`` (one line naming the file) otherwise."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from e
-    except UnicodeDecodeError as e:
-        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start})"]) from e
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    except ValueError as e:
+        raise ConfigError([f"{path}: cannot read: {e}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES} bytes; not a config file"])
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = _position(raw, e.start)
+        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start}, {where})"]) from None
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{path}: {where}{e.problem}"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError([f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}"]) from e
-    return parse_config(data)
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML config file, its token and secret files and its TLS files;
+    ``ConfigError`` lists every problem of both passes."""
+    config, problems = _parse(read_yaml(path))
+    config, file_problems = _read_files(config)
+    if problems or file_problems:
+        raise ConfigError(problems + file_problems)
+    return config

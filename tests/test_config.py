@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import Config, Listen, load_config, parse_config
+from gateway.config import Config, Listen, load_config, parse_config, read_files
 from gateway.errors import ConfigError
 from tests.tls_support import TestCA
 
@@ -99,56 +99,92 @@ def test_minimal_config_is_valid_with_the_contract_defaults() -> None:
     [
         (
             with_issuer(1, jwks_url="ftp://billing.example/jwks"),
-            "issuers[1].jwks_url: must be an http(s) URL",
+            'issuers[1].jwks_url: must be an http(s) URL, not "ftp://billing.example/jwks"',
         ),
         (
             with_issuer(0, jwks_url="orders.example/jwks"),
-            "issuers[0].jwks_url: must be an http(s) URL",
+            'issuers[0].jwks_url: must be an http(s) URL, not "orders.example/jwks"',
         ),
-        (with_issuer(0, jwks_url=42), "issuers[0].jwks_url: must be a string"),
+        (
+            with_issuer(0, jwks_url=42),
+            "issuers[0].jwks_url: 42 is an integer; expected an http(s) URL",
+        ),
         (
             with_issuer(0, name="Orders!"),
-            "issuers[0].name: must match [a-z0-9_-]+ (at most 64 characters)",
+            'issuers[0].name: must match [a-z0-9_-]+ (at most 64 characters), not "Orders!"',
         ),
         (
+            # Long values are cut at 60 characters.
             with_issuer(0, name="x" * 65),
-            "issuers[0].name: must match [a-z0-9_-]+ (at most 64 characters)",
+            f'issuers[0].name: must match [a-z0-9_-]+ (at most 64 characters), not "{"x" * 60}"...',
         ),
         (with_issuer(0, algorithms=[]), "issuers[0].algorithms: must not be empty"),
-        (with_issuer(0, algorithms="RS256"), "issuers[0].algorithms: must be a list of strings"),
-        (with_issuer(0, audiences="https://gw"), "issuers[0].audiences: must be a list of strings"),
-        (with_issuer(1, path_prefix="billing"), 'issuers[1].path_prefix: must start with "/"'),
-        (with_issuer(0, require_kid="false"), "issuers[0].require_kid: must be true or false"),
+        (
+            with_issuer(0, algorithms="RS256"),
+            "issuers[0].algorithms: "
+            '"RS256" is a string; expected a list of strings, e.g. ["RS256"]',
+        ),
+        (
+            with_issuer(0, algorithms=["RS256", 5]),
+            "issuers[0].algorithms: is a list; expected a list of strings; item 1 is an integer",
+        ),
+        (
+            with_issuer(0, audiences="https://gw"),
+            "issuers[0].audiences: "
+            '"https://gw" is a string; expected a list of strings, e.g. ["https://gw"]',
+        ),
+        (
+            with_issuer(1, path_prefix="billing"),
+            'issuers[1].path_prefix: must start with "/", not "billing"',
+        ),
+        (
+            with_issuer(0, require_kid="false"),
+            'issuers[0].require_kid: "false" is a string; expected true or false',
+        ),
         (
             with_issuer(0, clock_skew_seconds=-1),
-            "issuers[0].clock_skew_seconds: must be a number >= 0",
+            "issuers[0].clock_skew_seconds: must be a number >= 0, not -1",
         ),
         (
             with_issuer(0, max_token_age_seconds=0),
-            "issuers[0].max_token_age_seconds: must be a number >= 1",
+            "issuers[0].max_token_age_seconds: must be a number >= 1, not 0",
         ),
         (
             with_issuer(0, max_lifetime_seconds=float("inf")),
-            "issuers[0].max_lifetime_seconds: must be a number >= 1",
+            "issuers[0].max_lifetime_seconds: must be a number >= 1, not .inf",
         ),
-        (with_issuer(0, replay_key="both"), "issuers[0].replay_key: must be one of jti, token"),
+        (
+            with_issuer(0, replay_key="both"),
+            'issuers[0].replay_key: must be one of jti, token, not "both"',
+        ),
+        (
+            with_issuer(0, replay_key="tokne"),
+            'issuers[0].replay_key: must be one of jti, token, not "tokne"; did you mean token?',
+        ),
         (
             with_issuer(0, body_hash={"encoding": "base32"}),
-            "issuers[0].body_hash.encoding: must be one of hex, base64url",
+            'issuers[0].body_hash.encoding: must be one of hex, base64url, not "base32"',
         ),
         (
             with_issuer(0, body_hash={"over": "canonical"}),
-            "issuers[0].body_hash.over: must be one of raw, json, raw_or_json",
+            'issuers[0].body_hash.over: must be one of raw, json, raw_or_json, not "canonical"',
         ),
-        (with_issuer(0, body_hash="sha256"), "issuers[0].body_hash: must be a mapping"),
+        (
+            with_issuer(0, body_hash="sha256"),
+            "issuers[0].body_hash: is a string; expected a mapping",
+        ),
         (
             with_issuer(0, jwks={"ttl_seconds": 0}),
-            "issuers[0].jwks.ttl_seconds: must be a number >= 1",
+            "issuers[0].jwks.ttl_seconds: must be a number >= 1, not 0",
         ),
-        (with_issuer(0, jwks={"max_keys": 0}), "issuers[0].jwks.max_keys: must be an integer >= 1"),
+        (
+            with_issuer(0, jwks={"max_keys": 0}),
+            "issuers[0].jwks.max_keys: must be an integer >= 1, not 0",
+        ),
         (
             with_issuer(0, forward_claims={"sub": "X Jwt Sub"}),
-            "issuers[0].forward_claims.sub: must be a valid HTTP header name",
+            "issuers[0].forward_claims.sub: must be a valid HTTP header name "
+            '(letters, digits and !#$%&\'*+.^_`|~-), not "X Jwt Sub"',
         ),
         (
             with_issuer(0, forward_claims={"sub": 5}),
@@ -158,19 +194,60 @@ def test_minimal_config_is_valid_with_the_contract_defaults() -> None:
             with_issuer(1, forward_claims={"sub": "X-Jwt-Sub", "tenant": "Authorization"}),
             "issuers[1].forward_claims.tenant: Authorization cannot be set",
         ),
-        (base(upstream={"url": "127.0.0.1:3000"}), "upstream.url: must be an http(s) URL"),
+        (
+            base(upstream={"url": "127.0.0.1:3000"}),
+            'upstream.url: must be an http(s) URL, not "127.0.0.1:3000"',
+        ),
+        (
+            base(upstream={"url": "http://[::1"}),
+            'upstream.url: must be an http(s) URL, not "http://[::1"',
+        ),
+        (
+            base(upstream={"url": "http://user:pw@x:99999"}),
+            "upstream.url: must be an http(s) URL",
+        ),
         (
             base(upstream={"url": "http://backend/?a=1"}),
             "upstream.url: must not have a query or fragment (the request's are appended)",
         ),
         (
             base(upstream={"timeout_seconds": "30s"}),
-            "upstream.timeout_seconds: must be a number >= 0.001",
+            'upstream.timeout_seconds: "30s" is a string; expected a number >= 0.001',
         ),
-        (base(limits={"max_body_bytes": -1}), "limits.max_body_bytes: must be an integer >= 0"),
-        (base(limits={"max_inflight": True}), "limits.max_inflight: must be an integer >= 1"),
-        (base(limits={"max_inflight": 1.5}), "limits.max_inflight: must be an integer >= 1"),
-        (base(replay={"store": "sqlite"}), "replay.store: must be one of memory, redis"),
+        (
+            base(limits={"max_body_bytes": -1}),
+            "limits.max_body_bytes: must be an integer >= 0, not -1",
+        ),
+        (
+            base(limits={"max_inflight": True}),
+            "limits.max_inflight: true is a boolean; expected an integer >= 1",
+        ),
+        (
+            base(limits={"max_inflight": 1.5}),
+            "limits.max_inflight: 1.5 is a decimal number; expected an integer >= 1",
+        ),
+        (
+            base(limits={"max_inflight": 10**400}),
+            "limits.max_inflight: must be an integer >= 1, not a 401-digit number; "
+            "the largest allowed is 9223372036854775807",
+        ),
+        (
+            base(limits={"body_timeout_seconds": 10**400}),
+            "limits.body_timeout_seconds: must be a number >= 0.01, not a 401-digit number; "
+            "too large for a number",
+        ),
+        (
+            base(limits={"body_timeout_seconds": float("nan")}),
+            "limits.body_timeout_seconds: must be a number >= 0.01, not .nan",
+        ),
+        (
+            base(replay={"store": "sqlite"}),
+            'replay.store: must be one of memory, redis, not "sqlite"',
+        ),
+        (
+            base(replay={"store": "rediss"}),
+            'replay.store: must be one of memory, redis, not "rediss"; did you mean redis?',
+        ),
         (base(replay={"store": "redis"}), "replay.redis_url: is required when store is redis"),
         (
             base(replay={"store": "redis", "redis_url": "http://redis:6379"}),
@@ -178,17 +255,24 @@ def test_minimal_config_is_valid_with_the_contract_defaults() -> None:
         ),
         (
             base(forward={"header_prefix": "X Jwt"}),
-            "forward.header_prefix: must be a valid HTTP header name",
+            "forward.header_prefix: must be a valid HTTP header name "
+            '(letters, digits and !#$%&\'*+.^_`|~-), not "X Jwt"',
         ),
-        (base(forward={"keep_token": "yes"}), "forward.keep_token: must be true or false"),
+        (
+            base(forward={"keep_token": "yes"}),
+            'forward.keep_token: "yes" is a string; expected true or false',
+        ),
         (base(tls={"cert_file": "/tls/crt"}), "tls.key_file: is required"),
-        (base(tls="on"), "tls: must be a mapping"),
-        (base(workers=0), "workers: must be an integer >= 1"),
-        (base(shutdown_grace_seconds=-5), "shutdown_grace_seconds: must be a number >= 0"),
-        (base(upstream="http://x"), "upstream: must be a mapping"),
+        (base(tls="on"), "tls: is a string; expected a mapping"),
+        (base(workers=0), "workers: must be an integer >= 1, not 0"),
+        (
+            base(shutdown_grace_seconds=-5),
+            "shutdown_grace_seconds: must be a number >= 0, not -5",
+        ),
+        (base(upstream="http://x"), "upstream: is a string; expected a mapping"),
         (base(issuers=[]), "issuers: must be a non-empty list of trusted issuers"),
         (base(issuers={"name": "x"}), "issuers: must be a non-empty list of trusted issuers"),
-        (base(issuers=["orders"]), "issuers[0]: must be a mapping"),
+        (base(issuers=["orders"]), "issuers[0]: is a string; expected a mapping"),
         (base(admin_listen="127.0.0.1:8080"), "admin_listen: must differ from listen"),
     ],
 )
@@ -215,9 +299,12 @@ def test_missing_issuers() -> None:
     assert problems(data) == ["issuers: must be a non-empty list of trusted issuers"]
 
 
-@pytest.mark.parametrize("document", [["a"], "text", 5])
-def test_top_level_must_be_a_mapping(document: Any) -> None:
-    assert "(top level): must be a mapping" in problems(document)
+@pytest.mark.parametrize(
+    ("document", "kind"), [(["a"], "a list"), ("text", "a string"), (5, "an integer")]
+)
+def test_top_level_must_be_a_mapping(document: Any, kind: str) -> None:
+    # Only that line: the keys a non-mapping lacks are not problems of their own.
+    assert problems(document) == [f"(top level): is {kind}; expected a mapping"]
 
 
 @pytest.mark.parametrize(
@@ -225,15 +312,24 @@ def test_top_level_must_be_a_mapping(document: Any) -> None:
     [
         (base(listne="0.0.0.0:1"), "listne: unknown key"),
         (base(upstream={"url": "http://x", "retries": 3}), "upstream.retries: unknown key"),
-        (base(limits={"max_body": 1}), "limits.max_body: unknown key"),
+        (
+            base(limits={"max_body": 1}),
+            "limits.max_body: unknown key; did you mean max_body_bytes?",
+        ),
         (base(replay={"ttl": 1}), "replay.ttl: unknown key"),
         (base(forward={"prefix": "X-"}), "forward.prefix: unknown key"),
         (
             base(tls={"cert_file": _CERT, "key_file": _KEY, "ca_file": "c"}),
             "tls.ca_file: unknown key",
         ),
-        (with_issuer(1, audience="x"), "issuers[1].audience: unknown key"),
-        (with_issuer(0, jwks={"ttl": 5}), "issuers[0].jwks.ttl: unknown key"),
+        (
+            with_issuer(1, audience="x"),
+            "issuers[1].audience: unknown key; did you mean audiences?",
+        ),
+        (
+            with_issuer(0, jwks={"ttl": 5}),
+            "issuers[0].jwks.ttl: unknown key; did you mean ttl_seconds?",
+        ),
         (
             with_issuer(0, body_hash={"claim": "h", "algorithm": "sha256"}),
             "issuers[0].body_hash.algorithm: unknown key",
@@ -338,7 +434,7 @@ def test_jti_replay_key_needs_jti_required() -> None:
 )
 def test_bad_listen_strings(listen: str) -> None:
     assert problems(base(listen=listen)) == [
-        'listen: must be "host:port" (e.g. "0.0.0.0:8080" or "[::1]:8080")'
+        f'listen: must be "host:port", e.g. "0.0.0.0:8080" or "[::1]:8080", not "{listen}"'
     ]
 
 
@@ -358,7 +454,10 @@ def test_good_listen_strings(listen: str, expected: Listen) -> None:
 
 
 def test_listen_must_be_a_string() -> None:
-    assert problems(base(admin_listen=9090)) == ["admin_listen: must be a string"]
+    assert problems(base(admin_listen=9090)) == [
+        'admin_listen: 9090 is an integer; expected "host:port", e.g. "0.0.0.0:8080" or '
+        '"[::1]:8080"'
+    ]
 
 
 # --- environment interpolation -----------------------------------------------------------------
@@ -417,7 +516,9 @@ def test_env_reference_in_a_number_field_must_still_be_a_number(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("JG_TEST_WORKERS", "2")
-    assert problems(base(workers="${JG_TEST_WORKERS}")) == ["workers: must be an integer >= 1"]
+    assert problems(base(workers="${JG_TEST_WORKERS}")) == [
+        'workers: "2" is a string; expected an integer >= 1'
+    ]
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -457,8 +558,8 @@ issuers:
     colour: blue
 """
 INVALID_PROBLEMS = [
-    'listen: must be "host:port" (e.g. "0.0.0.0:8080" or "[::1]:8080")',
-    "issuers[0].jwks_url: must be an http(s) URL",
+    'listen: must be "host:port", e.g. "0.0.0.0:8080" or "[::1]:8080", not "8080"',
+    'issuers[0].jwks_url: must be an http(s) URL, not "ftp://orders.example/jwks"',
     "issuers[0].algorithms[0]: 'none' is never allowed (RFC 8725); use one of "
     "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384",
     "issuers[0].colour: unknown key",
@@ -656,12 +757,19 @@ def test_tls_files_must_be_a_usable_certificate_and_key(tmp_path: Path) -> None:
     other = TestCA().server_cert().write(tmp_path, "other")
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("hello")
-    lines = problems(
-        base(
-            tls={"cert_file": _CERT, "key_file": other[1]},
-            upstream={"url": "https://x.example", "ca_file": str(not_pem)},
-        )
+    data = base(
+        tls={"cert_file": _CERT, "key_file": other[1]},
+        upstream={"url": "https://x.example", "ca_file": str(not_pem)},
     )
+    config = parse_config(data)  # pure: the files are the second pass's
+    with pytest.raises(ConfigError) as info:
+        read_files(config)
+    lines = info.value.problems
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ConfigError) as loaded:
+        load_config(path)
+    assert loaded.value.problems == lines
     assert any(line.startswith("tls.cert_file: and key_file are not a PEM") for line in lines)
     assert any(
         line.startswith("upstream.ca_file: ") and "not a PEM CA bundle" in line for line in lines

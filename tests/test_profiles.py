@@ -21,7 +21,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.config import parse_config
+from gateway.config import parse_config, read_files
 from gateway.lifecycle import RunningGateway, run_gateway
 from tests.support import Backend, FakeClock, JwksServer, serve_app, sign, wait_until
 
@@ -63,6 +63,7 @@ async def setup(
                 "issuers": [{"name": "sender", **issuer(jwks_base + "/.well-known/jwks.json")}],
             }
         )
+        config = read_files(config)  # a static token issuer may name token files
         async with run_gateway(config, clock=clock) as running:
             caches = running.gateway.caches.values()
             await wait_until(lambda: all(c.ready() for c in caches))
