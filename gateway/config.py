@@ -41,7 +41,9 @@ __all__ = [
 ]
 
 # Asymmetric JWS algorithms only (RFC 8725 3.1/3.2): never "none", never HS* with a JWKS.
-SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+SUPPORTED_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
