@@ -162,6 +162,10 @@ class IssuerConfig:
     handshake: str = "off"
     static_token: StaticTokenConfig | None = None
     standard_webhooks: StandardWebhooksConfig | None = None
+    # OIDC discovery instead of jwks_url: the URL of the provider's configuration document
+    # (``discovery: true`` means ``<issuer>/.well-known/openid-configuration``).
+    discovery: bool = False
+    discovery_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +583,7 @@ def _issuer(s: _Section) -> IssuerConfig:
             continue
         _header_name(s, path, header)
         forward_claims.append((claim, header))
+    jwks_url, discovery, discovery_url = _discovery(s, kind)
     static_token = standard_webhooks = None
     if kind == "static_token":
         static_token = _static_token(s.section("static_token"))
@@ -596,7 +601,7 @@ def _issuer(s: _Section) -> IssuerConfig:
         static_token=static_token,
         standard_webhooks=standard_webhooks,
         issuer=s.string("issuer", None),
-        jwks_url=_url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", ""),
+        jwks_url=jwks_url,
         algorithms=algorithms,
         audiences=s.strings("audiences", d.audiences),
         allowed_types=s.strings("allowed_types", d.allowed_types),
@@ -610,9 +615,36 @@ def _issuer(s: _Section) -> IssuerConfig:
         body_hash=body_hash,
         jwks=_jwks(s.section("jwks")),
         forward_claims=tuple(forward_claims),
+        discovery=discovery,
+        discovery_url=discovery_url,
     )
     s.finish()
     return cfg
+
+
+def _discovery(s: _Section, kind: str) -> tuple[str, bool, str | None]:
+    """``(jwks_url, discovery, discovery_url)``: a JWT issuer names its key set either directly
+    or through its OIDC discovery document, never both (which one would win is a guess)."""
+    discovery = s.boolean("discovery", False)
+    discovery_url = _url(s, "discovery_url", None)
+    if kind != "jwt" or not (discovery or discovery_url is not None):
+        jwks_url = _url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", "")
+        return jwks_url, discovery, discovery_url
+    if s.raw("jwks_url") is not _MISSING:
+        s.problems.add(s.at("jwks_url"), "cannot be set with discovery or discovery_url")
+    issuer = s.raw("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        # OIDC Discovery 1.0 4.3: the document's issuer must equal the configured one.
+        s.problems.add(s.at("issuer"), "is required with discovery or discovery_url")
+        return "", discovery, discovery_url
+    if discovery and discovery_url is not None:
+        s.problems.add(s.at("discovery"), "and discovery_url are alternatives: set one")
+    if discovery_url is None:
+        discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        parts = urlsplit(discovery_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            s.problems.add(s.at("discovery"), "needs an issuer that is an http(s) URL")
+    return "", discovery, discovery_url
 
 
 def parse_config(data: Any) -> Config:
