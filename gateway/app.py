@@ -25,7 +25,8 @@ from gateway import schemes, verify
 from gateway.config import Config, IssuerConfig
 from gateway.errors import ConfigError, Rejection
 from gateway.jsonstrict import dumps_compact
-from gateway.keys import JwksCache, VerifyKey
+from gateway.jwks import VerifyKey
+from gateway.jwks_cache import JwksCache
 from gateway.logs import AccessLog, clip
 from gateway.metrics import CONTENT_TYPE, Metrics, status_class
 from gateway.proxy import Upstream, gateway_header_names, upstream_headers
@@ -488,7 +489,7 @@ class Gateway:
     ) -> None:
         cache = rt.caches[issuer.name]
         if kid is not None:
-            key = await cache.key_for(kid)
+            key = await cache.key_for(kid, alg)
             if key.alg != alg:
                 raise Rejection(
                     "disallowed_algorithm", "the token's alg is not the algorithm of its key"
