@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gateway import verify
 from gateway.config import parse_config
-from gateway.keys import parse_jwks
+from gateway.jwks import parse_jwks
 from gateway.replay import MemoryReplayStore
 
 __all__ = ["main", "measure"]

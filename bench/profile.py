@@ -19,7 +19,10 @@ _SITE_RE = re.compile(r".*/(?:site-packages|lib/python3\.\d+)/")
 # (label, predicate on the set of "func (file)" names in a sample): the first match wins, so the
 # specific steps come before the catch-alls.
 _STEPS: list[tuple[str, tuple[str, ...]]] = [
-    ("signature verify (cryptography, via VerifyKey.verify)", ("verify (gateway/keys.py)",)),
+    (
+        "signature verify (cryptography, via VerifyKey.verify)",
+        ("verify (gateway/jwks.py)", "verify (gateway/keys.py)"),
+    ),
     ("token parse + base64url + JSON (verify.parse_token)", ("parse_token (gateway/verify.py)",)),
     (
         "header/claims/routing checks",

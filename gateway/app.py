@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.access import Recorder
 from gateway.config import Config
-from gateway.keys import JwksCache
+from gateway.jwks_cache import JwksCache
 from gateway.logs import AccessLog
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.pipeline import Pipeline

@@ -63,7 +63,8 @@ def _issuer_lines(i: IssuerConfig) -> list[str]:
     )
     return [
         head + f"  iss {i.issuer or '(none: by path)'}",
-        f"      jwks {i.jwks_url} (ttl {i.jwks.ttl_seconds:g}s, refetch >= "
+        f"      jwks {i.jwks_url or f'from discovery {i.discovery_url}'}"
+        f" (ttl {i.jwks.ttl_seconds:g}s, refetch >= "
         f"{i.jwks.min_refresh_interval_seconds:g}s, stale <= {i.jwks.max_stale_seconds:g}s)",
         f"      algorithms {','.join(i.algorithms)}  types {','.join(i.allowed_types)}"
         f"  require_kid {str(i.require_kid).lower()}  audiences {','.join(i.audiences) or '-'}",
@@ -101,7 +102,7 @@ def _explain(args: argparse.Namespace) -> int:
         path=args.path,
         body=Path(args.body).read_bytes() if args.body else None,
         jwks=Path(args.jwks).read_bytes() if args.jwks else None,
-        fetch=(lambda i: fetch_jwks(i.jwks_url, i.jwks.timeout_seconds)) if args.fetch else None,
+        fetch=fetch_jwks if args.fetch else None,
         now=args.now,
     )
     print(result.render())
@@ -125,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("--path", default="/", help="request path, for routing (default /)")
     exp.add_argument("--body", help="file with the request body, to check the body hash")
     exp.add_argument("--jwks", help="file with the issuer's JWKS, to check the signature")
-    exp.add_argument("--fetch", action="store_true", help="fetch the issuer's JWKS URL")
+    exp.add_argument(
+        "--fetch", action="store_true", help="fetch the issuer's JWKS as the gateway does"
+    )
     exp.add_argument("--now", type=float, help="evaluate at this unix time (default: now)")
     demo = sub.add_parser("demo", help="run an embedded issuer, backend and gateway, and show")
     demo.add_argument("--port", type=int, default=8480, help="gateway port (default 8480)")

@@ -52,7 +52,9 @@ __all__ = [
 ]
 
 # Asymmetric JWS algorithms only (RFC 8725 3.1/3.2): never "none", never HS* with a JWKS.
-SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+SUPPORTED_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -175,6 +177,10 @@ class IssuerConfig:
     handshake: str = "off"
     static_token: StaticTokenConfig | None = None
     standard_webhooks: StandardWebhooksConfig | None = None
+    # OIDC discovery instead of jwks_url: the URL of the provider's configuration document
+    # (``discovery: true`` means ``<issuer>/.well-known/openid-configuration``).
+    discovery: bool = False
+    discovery_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -872,6 +878,7 @@ def _issuer(s: _Section) -> IssuerConfig:
     )
     st = _optional_section(s, "static_token", kind, "static_token")
     swh = _optional_section(s, "standard_webhooks", kind, "standard_webhooks")
+    jwks_url, discovery, discovery_url = _discovery(s, kind)
     cfg = IssuerConfig(
         name=name if isinstance(name, str) else "",
         type=kind,
@@ -880,7 +887,7 @@ def _issuer(s: _Section) -> IssuerConfig:
         static_token=_static_token(st) if st else None,
         standard_webhooks=_standard_webhooks(swh) if swh else None,
         issuer=s.string("issuer", None),
-        jwks_url=_url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", ""),
+        jwks_url=jwks_url,
         algorithms=_algorithms(s, d.algorithms),
         audiences=s.strings("audiences", d.audiences),
         allowed_types=s.strings("allowed_types", d.allowed_types),
@@ -894,6 +901,8 @@ def _issuer(s: _Section) -> IssuerConfig:
         body_hash=body_hash,
         jwks=_jwks(s.section("jwks")),
         forward_claims=_forward_claims(s),
+        discovery=discovery,
+        discovery_url=discovery_url,
     )
     s.finish()
     return cfg
@@ -915,6 +924,31 @@ def _secret_paths(issuers: Iterable[IssuerConfig]) -> tuple[str, ...]:
         if iss.standard_webhooks:
             paths += iss.standard_webhooks.secret_files
     return tuple(paths)
+
+
+def _discovery(s: _Section, kind: str) -> tuple[str, bool, str | None]:
+    """``(jwks_url, discovery, discovery_url)``: a JWT issuer names its key set either directly
+    or through its OIDC discovery document, never both (which one would win is a guess)."""
+    discovery = s.boolean("discovery", False)
+    discovery_url = _url(s, "discovery_url", None)
+    if kind != "jwt" or not (discovery or discovery_url is not None):
+        jwks_url = _url(s, "jwks_url") if kind == "jwt" else _url(s, "jwks_url", "")
+        return jwks_url, discovery, discovery_url
+    if s.raw("jwks_url") is not _MISSING:
+        s.problems.add(s.at("jwks_url"), "cannot be set with discovery or discovery_url")
+    issuer = s.raw("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        # OIDC Discovery 1.0 4.3: the document's issuer must equal the configured one.
+        s.problems.add(s.at("issuer"), "is required with discovery or discovery_url")
+        return "", discovery, discovery_url
+    if discovery and discovery_url is not None:
+        s.problems.add(s.at("discovery"), "and discovery_url are alternatives: set one")
+    if discovery_url is None:
+        discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        parts = urlsplit(discovery_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            s.problems.add(s.at("discovery"), "needs an issuer that is an http(s) URL")
+    return "", discovery, discovery_url
 
 
 def _parse(data: Any) -> tuple[Config, list[str]]:

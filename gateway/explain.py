@@ -1,29 +1,34 @@
 """``jwksgate explain``: why would the gateway accept or reject this token? Offline, check by check.
 
-It runs the very functions the request path runs (``gateway.verify``), in the same order, and
-prints each step; the verdict is the first failure, as in the gateway. Keys come from a JWKS file
-(``--jwks``), or from the issuer's URL only when asked (``--fetch``); without keys the signature
-step says it was skipped rather than guessing.
+It runs the very functions the request path runs (``gateway.verify`` for the token, the header
+and the claims; ``jwks.parse_jwks`` and ``jwks.check_signature`` for the key set, the key
+selection and the signature), in the same order, and prints each step; the verdict is the first
+failure, as in the gateway. Keys come from a JWKS file (``--jwks``), or only when asked
+(``--fetch``) from the issuer's JWKS URL or discovery document, through the gateway's own
+fetcher (same size cap, timeout, TLS trust and no redirects); without keys the signature step
+says it was skipped rather than guessing. Without a config the token is checked against an
+issuer made from itself: what needs the operator's config (trusted issuer, audience, required
+claims, body hash) is not judged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import verify
-from gateway.config import Config, IssuerConfig, parse_config
+from gateway.config import SUPPORTED_ALGORITHMS, Config, IssuerConfig, parse_config
 from gateway.errors import Rejection
 from gateway.jsonstrict import dumps_compact, loads_strict
-from gateway.keys import JwksError, VerifyKey, parse_jwks
+from gateway.jwks import JwksError, check_signature, parse_jwks
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "explain", "fetch_jwks"]
 
 
 @dataclass
@@ -58,16 +63,30 @@ def _when(ts: Any) -> str:
     return repr(ts)
 
 
-def _default_config() -> Config:
-    return parse_config({"issuers": [{"name": "default", "jwks_url": "http://127.0.0.1/unused"}]})
+def _config_from_token(parsed: verify.ParsedToken) -> Config:
+    """No --config: one issuer that trusts the token's own iss and aud, takes every supported
+    algorithm and no kid, and requires no claim, so the checks left are the token's own."""
+    iss, aud = parsed.claims.get("iss"), parsed.claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    issuer: dict[str, Any] = {
+        "name": "token",
+        "jwks_url": "http://127.0.0.1/unused",
+        "algorithms": list(SUPPORTED_ALGORITHMS),
+        "require_kid": False,
+        "require_claims": [],
+        "replay_key": "token",
+        "audiences": [a for a in audiences if isinstance(a, str)],
+    }
+    if isinstance(iss, str):
+        issuer["issuer"] = iss
+    return parse_config({"issuers": [issuer]})
 
 
-def fetch_jwks(url: str, timeout: float) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise JwksError("the JWKS URL is not http(s)")
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - scheme checked
-        data: bytes = resp.read(1024 * 1024 + 1)
-        return data
+def fetch_jwks(issuer: IssuerConfig) -> bytes:
+    """The issuer's JWKS, fetched once by the gateway's own fetcher (``--fetch``)."""
+    from gateway.jwks_fetch import fetch_issuer_jwks
+
+    return asyncio.run(fetch_issuer_jwks(issuer))
 
 
 def explain(
@@ -82,7 +101,6 @@ def explain(
 ) -> Explanation:
     """Every check of the request path for ``token``; stops where the gateway would."""
     ex = Explanation()
-    config = config or _default_config()
     now = time.time() if now is None else now
     token = token.strip()
     if token.lower().startswith("authorization:"):
@@ -101,6 +119,14 @@ def explain(
             if name in parsed.claims:
                 ex.add(f"  {name}", "", _when(parsed.claims[name]))
         ex.add("  now", "", _when(int(now)))
+        if config is None:
+            config = _config_from_token(parsed)
+            ex.add(
+                "config",
+                "skip",
+                "none given: the token's own iss and aud are trusted, any supported alg; "
+                "pass --config to check it as a gateway would",
+            )
         cands = [c for c in verify.candidates(config.issuers, path) if c.type == "jwt"]
         issuer = verify.route(cands, config.issuers, parsed.claims)
         ex.add("routing", "ok", f"issuer {issuer.name!r} (path {path}, iss {issuer.issuer!r})")
@@ -139,10 +165,11 @@ def _signature(
     fetch: Callable[[IssuerConfig], bytes] | None,
 ) -> None:
     if jwks is None and fetch is not None:
+        where = issuer.discovery_url or issuer.jwks_url
         try:
             jwks = fetch(issuer)
         except (OSError, JwksError) as e:
-            raise Rejection("jwks_unavailable", f"fetching {issuer.jwks_url} failed: {e}") from e
+            raise Rejection("jwks_unavailable", f"fetching from {where} failed: {e}") from e
     if jwks is None:
         ex.skipped_signature = True
         ex.add("signature", "skip", "no keys: pass --jwks FILE or --fetch")
@@ -153,22 +180,11 @@ def _signature(
         raise Rejection("jwks_unavailable", f"the JWKS is unusable: {e}") from e
     for reason, detail in dropped:
         ex.add("  jwks key dropped", "", f"{detail} ({reason})")
-    candidates: list[VerifyKey]
-    if kid is not None:
-        key = keyset.by_kid.get(kid)
-        if key is None:
-            known = ", ".join(sorted(keyset.by_kid)[:10]) or "none"
-            raise Rejection("unknown_kid", f"kid {kid!r} is not in the key set (kids: {known})")
-        if key.alg != alg:
-            raise Rejection("disallowed_algorithm", f"the key is pinned to {key.alg}, not {alg}")
-        candidates = [key]
-    else:
-        candidates = keyset.for_alg(alg)
-    for key in candidates:
-        if key.verify(parsed.signing_input, parsed.signature):
-            ex.add("signature", "ok", f"verifies with kid {key.kid!r} ({key.alg})")
-            return
-    raise Rejection("bad_signature", f"does not verify with {len(candidates)} candidate key(s)")
+    if kid is not None and kid not in keyset.by_kid:
+        ex.add("  kids in the set", "", ", ".join(sorted(keyset.by_kid)[:10]) or "none")
+    key = check_signature(keyset, alg, kid, parsed.signing_input, parsed.signature)
+    accepts = ", ".join(sorted(key.algs))
+    ex.add("signature", "ok", f"verifies with kid {key.kid!r} as {key.alg} (key accepts {accepts})")
 
 
 def _body(

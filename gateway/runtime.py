@@ -20,7 +20,7 @@ from gateway.authn.static_token import StaticTokenAuthenticator
 from gateway.config import Config, IssuerConfig
 from gateway.errors import ConfigError
 from gateway.forward_headers import gateway_header_names
-from gateway.keys import JwksCache
+from gateway.jwks_cache import JwksCache
 from gateway.metrics import Metrics
 from gateway.upstream import Upstream
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from gateway.config import BodyHashConfig, IssuerConfig
 from gateway.errors import Rejection
 from gateway.jsonstrict import dumps_compact, loads_strict
-from gateway.keys import VerifyKey, parse_jwks
+from gateway.jwks import VerifyKey, parse_jwks
 from gateway.verify import (
     MAX_TOKEN_LENGTH,
     ParsedToken,

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import Gateway
-from gateway.keys import JwksCache
+from gateway.jwks_cache import JwksCache
 from gateway.metrics import Metrics
 from tests.httpkit import Reply, config_with, forge, get, push, scrape
 from tests.support import (

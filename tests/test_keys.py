@@ -1,8 +1,11 @@
-"""Unit tests of JWKS parsing (gateway/keys.py): a fetched key set is untrusted input.
+"""Unit tests of JWKS parsing and key selection (gateway/jwks.py): a fetched key set is untrusted
+input.
 
-Each key is judged on its own (one bad key never poisons the set), only RSA >= 2048 and EC
-P-256/P-384 signing keys survive, each pinned to exactly one algorithm, and ``VerifyKey.verify``
-accepts exactly the signatures jwcrypto produces for that algorithm (RFC 7518).
+Each key is judged on its own (one bad key never poisons the set); only RSA >= 2048, EC
+P-256/P-384/P-521 and OKP Ed25519/Ed448 signing keys survive, each pinned to its declared alg or,
+without one, to its family (RSA: the allowed RS*/PS*; EC: the curve's alg; OKP: EdDSA);
+``select_keys`` is the one decision of which keys may check a token; and ``VerifyKey.verify``
+accepts exactly the signatures jwcrypto produces for that algorithm (RFC 7518, RFC 8037).
 """
 
 from __future__ import annotations
@@ -17,11 +20,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwcrypto import jwk
 
-from gateway.keys import JwksError, KeySet, VerifyKey, cache_lifetime, parse_jwks, parse_key
+from gateway.errors import Rejection
+from gateway.jwks import (
+    MAX_KIDLESS_CANDIDATES,
+    JwksError,
+    KeySet,
+    VerifyKey,
+    cache_lifetime,
+    check_signature,
+    parse_jwks,
+    parse_key,
+    select_keys,
+)
 from gateway.verify import parse_token
 from tests.support import SigningKey, public_jwk, sign
 
 ALLOWED = ("RS256", "PS256", "ES256", "ES384")
+EVERY = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
@@ -36,6 +51,12 @@ def rsa_key(name: str, size: int = 2048) -> jwk.JWK:
 def ec_key(crv: str, name: str = "a") -> jwk.JWK:
     del name
     return jwk.JWK.generate(kty="EC", crv=crv)
+
+
+@cache
+def okp_key(crv: str = "Ed25519", name: str = "a") -> jwk.JWK:
+    del name
+    return jwk.JWK.generate(kty="OKP", crv=crv)
 
 
 def doc(*keys: Any) -> bytes:
@@ -64,6 +85,7 @@ def test_a_good_rsa_key_is_kept_and_pinned() -> None:
     assert dropped == []
     key = keyset.by_kid["r1"]
     assert key.alg == "RS256"
+    assert key.algs == {"RS256"}
     assert isinstance(key.public_key, rsa.RSAPublicKey)
     assert keyset.all_keys == (key,)
 
@@ -103,12 +125,7 @@ def test_key_for_signature_verification_is_kept(extra: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "key",
     [
-        {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
-            "kid": "ed",
-        },
+        {"kty": "okp", "kid": "lower-okp"},
         {"kty": "rsa", "kid": "lower"},
         {"kid": "no-kty"},
         {"kty": 1, "kid": "int"},
@@ -185,9 +202,39 @@ def test_ec_keys_are_pinned_to_their_curve(crv: str, alg: str) -> None:
     assert declared.alg == alg
 
 
-def test_p521_is_dropped() -> None:
-    assert dropped_reasons(public_jwk(ec_key("P-521"), "p521")) == ["unsupported_curve"]
-    assert dropped_reasons(public_jwk(ec_key("secp256k1"), "k1")) == ["unsupported_curve"]
+def test_p521_is_pinned_to_es512_and_other_curves_are_dropped() -> None:
+    key = parse(public_jwk(ec_key("P-521"), "p521"), allowed=("ES512",)).by_kid["p521"]
+    assert key.algs == {"ES512"}
+    assert dropped_reasons(public_jwk(ec_key("P-521"), "p521")) == ["alg_not_allowed"]
+    assert dropped_reasons(public_jwk(ec_key("secp256k1"), "k1"), allowed=EVERY) == [
+        "unsupported_curve"
+    ]
+
+
+@pytest.mark.parametrize("crv", ["Ed25519", "Ed448"])
+def test_okp_signing_keys_are_pinned_to_eddsa(crv: str) -> None:
+    for extra in ({}, {"alg": "EdDSA"}, {"use": "sig"}):
+        key = parse(public_jwk(okp_key(crv), "ed", **extra), allowed=EVERY).by_kid["ed"]
+        assert key.algs == {"EdDSA"}
+    assert dropped_reasons(public_jwk(okp_key(crv), "ed")) == ["alg_not_allowed"]
+
+
+@pytest.mark.parametrize("declared", ["ES512", "ES256", "RS256", "Ed25519", "HS256"])
+def test_okp_key_declaring_another_alg_is_dropped(declared: str) -> None:
+    key = public_jwk(okp_key(), "ed", alg=declared)
+    assert dropped_reasons(key, allowed=EVERY) == ["alg_mismatch"]
+
+
+@pytest.mark.parametrize("crv", ["X25519", "X448"])
+def test_okp_key_agreement_keys_are_dropped(crv: str) -> None:
+    key = public_jwk(jwk.JWK.generate(kty="OKP", crv=crv), "x")
+    assert dropped_reasons(key, good_rsa(), allowed=EVERY) == ["unsupported_curve"]
+
+
+def test_p521_key_declaring_eddsa_and_ed25519_declaring_es512_are_dropped() -> None:
+    p521 = public_jwk(ec_key("P-521"), "p521", alg="EdDSA")
+    ed = public_jwk(okp_key(), "ed", alg="ES512")
+    assert dropped_reasons(p521, ed, allowed=EVERY) == ["alg_mismatch", "alg_mismatch"]
 
 
 def test_ec_key_declaring_another_curve_alg_is_dropped() -> None:
@@ -234,16 +281,17 @@ def test_key_alg_that_is_not_a_string_is_dropped() -> None:
 @pytest.mark.parametrize(
     ("allowed", "pinned"),
     [
-        (("RS256", "PS256"), "RS256"),
-        (("PS256", "RS256"), "PS256"),
-        (("ES256", "PS384", "RS256"), "PS384"),
-        (("ES384", "RS512"), "RS512"),
+        (("RS256", "PS256"), {"RS256", "PS256"}),
+        (("PS256", "RS256"), {"RS256", "PS256"}),
+        (("ES256", "PS384", "RS256", "EdDSA"), {"PS384", "RS256"}),
+        (("ES384", "RS512"), {"RS512"}),
+        (EVERY, {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
     ],
 )
-def test_rsa_key_without_alg_is_pinned_to_the_first_rsa_alg(
-    allowed: tuple[str, ...], pinned: str
+def test_rsa_key_without_alg_is_pinned_to_the_allowed_rsa_family(
+    allowed: tuple[str, ...], pinned: set[str]
 ) -> None:
-    assert parse(good_rsa("k"), allowed=allowed).by_kid["k"].alg == pinned
+    assert parse(good_rsa("k"), allowed=allowed).by_kid["k"].algs == pinned
 
 
 def test_rsa_key_without_alg_is_dropped_when_no_rsa_alg_is_allowed() -> None:
@@ -265,7 +313,8 @@ def test_private_members_do_not_change_the_public_key() -> None:
     leaked["kid"] = "k"
     signer = SigningKey(key=rsa_key("a"), kid="k", alg="RS256", published=leaked)
     token = parse_token(sign(signer, {"iat": 1}))
-    assert parse(leaked).by_kid["k"].verify(token.signing_input, token.signature)
+    key = select_keys(parse(leaked), "RS256", "k")[0]
+    assert key.verify(token.signing_input, token.signature)
 
 
 # --- the document as a whole -------------------------------------------------------------------
@@ -318,14 +367,32 @@ def signer(key: jwk.JWK, alg: str, kid: str = "k") -> SigningKey:
     return SigningKey(key=key, kid=kid, alg=alg, published=public_jwk(key, kid, alg=alg))
 
 
+def private_key(key_name: str, name: str = "a") -> jwk.JWK:
+    if key_name == "rsa":
+        return rsa_key(name)
+    if key_name.startswith("Ed"):
+        return okp_key(key_name, name)
+    return ec_key(key_name, name)
+
+
 @pytest.mark.parametrize(
     ("key_name", "alg"),
-    [("rsa", "RS256"), ("rsa", "PS256"), ("P-256", "ES256"), ("P-384", "ES384")],
+    [
+        ("rsa", "RS256"),
+        ("rsa", "RS512"),
+        ("rsa", "PS256"),
+        ("rsa", "PS512"),
+        ("P-256", "ES256"),
+        ("P-384", "ES384"),
+        ("P-521", "ES512"),
+        ("Ed25519", "EdDSA"),
+        ("Ed448", "EdDSA"),
+    ],
 )
 def test_jwcrypto_signatures_verify_and_tampering_does_not(key_name: str, alg: str) -> None:
-    private = rsa_key("a") if key_name == "rsa" else ec_key(key_name)
+    private = private_key(key_name)
     s = signer(private, alg)
-    verifier = parse(s.published).by_kid["k"]
+    verifier = parse(s.published, allowed=EVERY).by_kid["k"]
     assert verifier.alg == alg
     token = parse_token(sign(s, {"iss": "https://sender.test", "iat": 1, "jti": "j"}))
     assert verifier.verify(token.signing_input, token.signature)
@@ -334,8 +401,7 @@ def test_jwcrypto_signatures_verify_and_tampering_does_not(key_name: str, alg: s
     flipped = bytearray(token.signature)
     flipped[len(flipped) // 2] ^= 1
     assert not verifier.verify(token.signing_input, bytes(flipped))
-    other = rsa_key("b") if key_name == "rsa" else ec_key(key_name, "b")
-    forged = parse_token(sign(signer(other, alg), {"iat": 1}))
+    forged = parse_token(sign(signer(private_key(key_name, "b"), alg), {"iat": 1}))
     assert not verifier.verify(forged.signing_input, forged.signature)
 
 
@@ -415,3 +481,99 @@ def test_cache_lifetime(header: str | None, expected: float) -> None:
 def test_cache_lifetime_is_at_least_one_second() -> None:
     assert cache_lifetime("no-store", 300.0, 0.0) == 1.0
     assert cache_lifetime("max-age=0", 300.0, 0.0) == 1.0
+
+
+# --- select_keys: the key-selection decision ---------------------------------------------------
+
+
+def _token(key: jwk.JWK, alg: str, kid: str | None = "k") -> tuple[str, bytes, bytes]:
+    t = parse_token(sign(SigningKey(key=key, kid=kid, alg=alg, published={}), {"iat": 1}))
+    return alg, t.signing_input, t.signature
+
+
+def test_an_alg_less_rsa_key_verifies_each_allowed_rsa_alg_it_is_asked_for() -> None:
+    keyset = parse(good_rsa("k"), allowed=("RS256", "PS256"))
+    for alg in ("RS256", "PS256"):
+        (key,) = select_keys(keyset, alg, "k")
+        assert key.alg == alg
+        _, signing_input, signature = _token(rsa_key("a"), alg)
+        assert key.verify(signing_input, signature)
+        assert check_signature(keyset, alg, "k", signing_input, signature).alg == alg
+    # Pinned to PS256, the same key does not take the RS256 signature (no padding confusion).
+    _, signing_input, signature = _token(rsa_key("a"), "RS256")
+    assert not select_keys(keyset, "PS256", "k")[0].verify(signing_input, signature)
+
+
+@pytest.mark.parametrize(
+    ("key_name", "token_alg"),
+    [
+        ("Ed25519", "ES512"),
+        ("Ed25519", "RS256"),
+        ("P-521", "EdDSA"),
+        ("P-521", "ES256"),
+        ("P-256", "ES512"),
+        ("rsa", "EdDSA"),
+        ("rsa", "ES256"),
+    ],
+)
+def test_a_key_never_checks_a_token_of_another_family_or_curve(
+    key_name: str, token_alg: str
+) -> None:
+    keyset = parse(public_jwk(private_key(key_name), "k"), allowed=EVERY)
+    with pytest.raises(Rejection) as e:
+        select_keys(keyset, token_alg, "k")
+    assert e.value.reason == "disallowed_algorithm"
+    assert select_keys(keyset, token_alg, None) == []
+
+
+def test_a_key_declaring_rs256_does_not_check_ps256() -> None:
+    keyset = parse(good_rsa("k", alg="RS256"))
+    with pytest.raises(Rejection) as e:
+        select_keys(keyset, "PS256", "k")
+    assert e.value.reason == "disallowed_algorithm"
+
+
+def test_an_unknown_kid_is_unknown_kid() -> None:
+    with pytest.raises(Rejection) as e:
+        select_keys(parse(good_rsa("k")), "RS256", "other")
+    assert e.value.reason == "unknown_kid"
+
+
+def test_kidless_candidates_are_the_keys_accepting_the_alg_at_most_eight() -> None:
+    rsa_keys = [public_jwk(rsa_key("a"), f"r{i}") for i in range(MAX_KIDLESS_CANDIDATES + 2)]
+    ed = public_jwk(okp_key(), None)
+    keyset = parse(ed, *rsa_keys, allowed=EVERY, max_keys=100)
+    ps = select_keys(keyset, "PS384", None)
+    assert len(ps) == MAX_KIDLESS_CANDIDATES
+    assert {k.alg for k in ps} == {"PS384"}
+    (eddsa,) = select_keys(keyset, "EdDSA", None)
+    assert eddsa.kid is None
+    assert select_keys(keyset, "ES256", None) == []
+
+
+def test_check_signature_is_bad_signature_when_no_key_verifies() -> None:
+    keyset = parse(
+        public_jwk(okp_key(), None), public_jwk(okp_key("Ed25519", "b"), None), allowed=EVERY
+    )
+    alg, signing_input, signature = _token(okp_key("Ed25519", "c"), "EdDSA", kid=None)
+    with pytest.raises(Rejection) as e:
+        check_signature(keyset, alg, None, signing_input, signature)
+    assert e.value.reason == "bad_signature"
+    alg, signing_input, signature = _token(okp_key("Ed25519", "b"), "EdDSA", kid=None)
+    assert check_signature(keyset, alg, None, signing_input, signature).alg == "EdDSA"
+
+
+def test_es512_signatures_are_66_byte_r_and_s() -> None:
+    keyset = parse(public_jwk(ec_key("P-521"), "k"), allowed=EVERY)
+    alg, signing_input, signature = _token(ec_key("P-521"), "ES512")
+    assert len(signature) == 132
+    (key,) = select_keys(keyset, alg, "k")
+    assert key.verify(signing_input, signature)
+    assert not key.verify(signing_input, signature[:128])
+
+
+def test_a_verify_key_cannot_be_pinned_outside_its_algorithms() -> None:
+    key = parse(good_rsa("k", alg="RS256")).by_kid["k"]
+    with pytest.raises(ValueError):
+        key.pinned("ES256")
+    assert isinstance(key, VerifyKey)

@@ -20,7 +20,7 @@ import pytest
 from gateway.config import BodyHashConfig, IssuerConfig
 from gateway.errors import Rejection
 from gateway.jsonstrict import dumps_compact, loads_strict
-from gateway.keys import parse_jwks
+from gateway.jwks import parse_jwks
 from gateway.verify import (
     MAX_TOKEN_LENGTH,
     ParsedToken,

@@ -28,9 +28,9 @@ K = TypeVar("K", bound=VerifyingKey)
 
 
 class KeySource(Protocol[K]):
-    """One issuer's keys (``keys.JwksCache``): lookups that may refetch, rate limited."""
+    """One issuer's keys (``jwks_cache.JwksCache``): lookups that may refetch, rate limited."""
 
-    async def key_for(self, kid: str) -> K: ...
+    async def key_for(self, kid: str, alg: str) -> K: ...
 
     async def kidless_candidates(self, alg: str) -> list[K]: ...
 
@@ -92,7 +92,7 @@ class JwtAuthenticator:
     ) -> None:
         source = self.keys[issuer.name]
         if kid is not None:
-            check_key(await source.key_for(kid), alg, token)
+            check_key(await source.key_for(kid, alg), alg, token)
             return
         keys = await source.kidless_candidates(alg)
         ok, tried = first_verifying(token, keys)

@@ -1,0 +1,224 @@
+"""The key set of one issuer, kept fresh: first fetch at startup, refresh every TTL (or
+``Cache-Control: max-age``), a rate-limited refetch when a token names an unknown kid or a
+kid-less token verifies with no key (concurrent callers share one fetch), and the last good set
+kept up to ``max_stale_seconds`` while fetching fails.
+
+Which keys may check a token is ``jwks.select_keys``; downloading is ``jwks_fetch.Fetcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Callable
+
+import aiohttp
+
+from gateway.config import IssuerConfig
+from gateway.errors import Rejection
+from gateway.jwks import JwksError, KeySet, VerifyKey, cache_lifetime, parse_jwks, select_keys
+from gateway.jwks_fetch import Fetcher
+from gateway.metrics import Metrics
+
+__all__ = ["JwksCache"]
+
+log = logging.getLogger("jwksgate.keys")
+
+
+class JwksCache:
+    """The key set of one issuer: first fetch at startup, refresh every TTL, rate-limited refetch
+    on an unknown kid (concurrent callers share one fetch), last good set kept ``max_stale``."""
+
+    def __init__(
+        self,
+        issuer: IssuerConfig,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.issuer = issuer
+        self.cfg = issuer.jwks
+        self._fetcher = Fetcher(session, issuer.jwks)
+        self._metrics = metrics
+        self._clock = clock
+        self.keyset: KeySet | None = None
+        self.fetched_at: float | None = None
+        self.last_attempt = -math.inf
+        self.last_failed = False
+        self.last_error: str | None = None
+        self.refresh_after = issuer.jwks.ttl_seconds
+        self.failures = 0
+        self._etag: str | None = None
+        self._etag_url: str | None = None
+        self._inflight: asyncio.Task[None] | None = None
+
+    # -- state ------------------------------------------------------------------------------
+    def current(self) -> KeySet | None:
+        """The key set if it is still usable (not older than ``max_stale_seconds``)."""
+        if self.keyset is None or self.fetched_at is None:
+            return None
+        if self._clock() - self.fetched_at > self.cfg.max_stale_seconds:
+            return None
+        return self.keyset
+
+    def ready(self) -> bool:
+        return self.current() is not None
+
+    def status(self) -> str:
+        if self.ready():
+            return "ok"
+        if self.keyset is not None:
+            return f"key set older than max_stale_seconds ({self.last_error or 'no recent fetch'})"
+        return f"no key set yet ({self.last_error or 'first fetch pending'})"
+
+    # -- lookups (the request path) ---------------------------------------------------------
+    async def key_for(self, kid: str, alg: str) -> VerifyKey:
+        """The key named ``kid``, pinned to the token's ``alg`` (``jwks.select_keys``);
+        refetches at most once per interval when the kid is unknown.
+
+        401 ``unknown_kid`` when a recent successful fetch does not have it; 401
+        ``disallowed_algorithm`` when the key does not accept ``alg``; 503 ``jwks_unavailable``
+        when the gateway cannot know because fetching fails.
+        """
+        ks = self.current()
+        if ks is not None and kid in ks.by_kid:
+            return select_keys(ks, alg, kid)[0]
+        await self._refetch_if_allowed()
+        ks = self.current()
+        if ks is not None and kid in ks.by_kid:
+            return select_keys(ks, alg, kid)[0]
+        if ks is None or self.last_failed:
+            raise self._unavailable()
+        return select_keys(ks, alg, kid)[0]  # raises unknown_kid
+
+    async def kidless_candidates(self, alg: str) -> list[VerifyKey]:
+        """Keys to try for a token without kid: those pinned to its alg, at most 8."""
+        ks = self.current()
+        if ks is None:
+            await self._refetch_if_allowed()
+            ks = self.current()
+            if ks is None:
+                raise self._unavailable()
+        return select_keys(ks, alg, None)
+
+    async def kidless_after_miss(self, alg: str, tried: list[VerifyKey]) -> list[VerifyKey]:
+        """No key verified a token without kid: perhaps the sender rotated. Refetch (rate
+        limited, as for an unknown kid) and return the new keys to try; none when the set is
+        unchanged. 503 ``jwks_unavailable`` when the gateway cannot know (fetching fails)."""
+        before = self.keyset
+        await self._refetch_if_allowed()
+        ks = self.current()
+        if ks is None or self.last_failed:
+            raise self._unavailable()
+        if ks is before:
+            return []
+        return [k for k in select_keys(ks, alg, None) if k not in tried]
+
+    def _unavailable(self) -> Rejection:
+        wait = self.cfg.min_refresh_interval_seconds - (self._clock() - self.last_attempt)
+        return Rejection(
+            "jwks_unavailable",
+            "the issuer's key set cannot be fetched right now; retry later",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+    async def _refetch_if_allowed(self) -> None:
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+            return
+        if self._clock() - self.last_attempt < self.cfg.min_refresh_interval_seconds:
+            self._metrics.jwks_refetch_suppressed.labels(issuer=self.issuer.name).inc()
+            return
+        await self.refresh()
+
+    # -- fetching ---------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Fetch now, or join the fetch already running. Never raises."""
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch())
+            self._inflight.add_done_callback(self._fetch_done)
+        await asyncio.shield(self._inflight)
+
+    def _fetch_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("jwks fetch crashed", exc_info=task.exception())
+
+    async def _fetch(self) -> None:
+        name = self.issuer.name
+        self.last_attempt = self._clock()
+        started = asyncio.get_running_loop().time()
+        result = "failure"
+        try:
+            document, cache_control = await self._download()
+            if document is None:
+                result = "not_modified"
+                self._succeeded(self.keyset, cache_control)
+                return
+            keyset, dropped = parse_jwks(document, self.issuer.algorithms, self.cfg.max_keys)
+            for reason, detail in dropped:
+                self._metrics.jwks_keys_dropped.labels(issuer=name, reason=reason).inc()
+                log.warning("issuer %s: dropped JWKS key: %s (%s)", name, detail, reason)
+            if not keyset.all_keys:
+                raise JwksError("no usable key in the set")
+            result = "success"
+            self._succeeded(keyset, cache_control)
+        except (JwksError, ValueError) as e:
+            self._failed(str(e) or type(e).__name__)
+        finally:
+            self._metrics.jwks_fetches.labels(issuer=name, result=result).inc()
+            elapsed = asyncio.get_running_loop().time() - started
+            self._metrics.jwks_fetch_duration.labels(issuer=name).observe(elapsed)
+
+    async def _download(self) -> tuple[bytes | None, str | None]:
+        # With discovery the document is read at every refresh: a provider that moves its
+        # jwks_uri is followed within one TTL, and a failure keeps the last good set.
+        url = await self._fetcher.jwks_url(self.issuer)
+        etag = self._etag if self.keyset is not None and url == self._etag_url else None
+        got = await self._fetcher.get(url, etag=etag)
+        if got.body is None:
+            return None, got.cache_control
+        self._etag, self._etag_url = got.etag, url
+        return got.body, got.cache_control
+
+    def _succeeded(self, keyset: KeySet | None, cache_control: str | None) -> None:
+        name = self.issuer.name
+        if keyset is not None and self.keyset is not None and keyset.kids() != self.keyset.kids():
+            self._metrics.jwks_rotations.labels(issuer=name).inc()
+            log.info("issuer %s: key set changed: %d keys", name, len(keyset.all_keys))
+        self.keyset = keyset
+        self.fetched_at = self._clock()
+        self.last_failed = False
+        self.last_error = None
+        self.failures = 0
+        self.refresh_after = cache_lifetime(
+            cache_control, self.cfg.ttl_seconds, self.cfg.min_refresh_interval_seconds
+        )
+        n = len(keyset.all_keys) if keyset is not None else 0
+        self._metrics.jwks_keys.labels(issuer=name).set(n)
+        self._metrics.jwks_last_success.labels(issuer=name).set(self.fetched_at)
+
+    def _failed(self, error: str) -> None:
+        self.last_failed = True
+        self.last_error = error[:200]
+        self.failures += 1
+        # The ETag may be that of the document just refused: a 304 for it must not revalidate
+        # the older set (that would hide the failure and outlive max_stale_seconds).
+        self._etag = None
+        # Retry soon, backing off: 1, 2, 4 ... seconds, never slower than the TTL.
+        self.refresh_after = min(self.cfg.ttl_seconds, 2.0 ** min(self.failures - 1, 6))
+        log.warning("issuer %s: JWKS fetch failed: %s", self.issuer.name, self.last_error)
+
+    def update_age_metric(self) -> None:
+        age = -1.0 if self.fetched_at is None else self._clock() - self.fetched_at
+        self._metrics.jwks_age.labels(issuer=self.issuer.name).set(age)
+
+    async def run(self, fetch_now: bool = True) -> None:
+        """Background refresher: first fetch now, then every ``refresh_after`` (with jitter)."""
+        if fetch_now:
+            await self.refresh()
+        while True:
+            await asyncio.sleep(self.refresh_after * random.uniform(0.9, 1.0))  # noqa: S311
+            await self.refresh()
