@@ -39,7 +39,10 @@ class Reason:
 _FIX = Reason(400, "rejected", False, "fix the request")
 _DENIED = Reason(401, "rejected", False, "not retry the same token")
 _LATER = Reason(503, "rejected", True, "retry after `Retry-After`")
-_NOT_CONSUMED = "retry: the token was not consumed"
+_NOT_CONSUMED = (
+    "retry: the token was released, so the retry is taken (the backend may have seen the first"
+    " copy: de-duplicate on the forwarded jti or delivery id)"
+)
 
 REASONS: Final[dict[str, Reason]] = {
     "malformed_request": _FIX,
