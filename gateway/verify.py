@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import math
 import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,25 @@ def parse_token(token: str) -> ParsedToken:
     )
 
 
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+# RFC 3986 2.3 unreserved characters but ".": "%2e" segments are refused before routing.
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-_~")
+
+
+def _unescape_unreserved(path: str) -> str:
+    """Percent-escapes of unreserved characters decoded (RFC 3986 2.3: ``%70`` and ``p`` are
+    the same URI, and every backend routes them alike). Without this, ``/hooks/%70ayments``
+    would not be under ``/hooks/payments`` for routing while the backend serves it from there."""
+    if "%" not in path:
+        return path
+
+    def decode(m: re.Match[str]) -> str:
+        c = chr(int(m.group(1), 16))
+        return c if c in _UNRESERVED else m.group(0)
+
+    return _ESCAPE_RE.sub(decode, path)
+
+
 def _prefix_matches(prefix: str, path: str) -> bool:
     # Segment-wise: "/orders" covers "/orders" and "/orders/x" but not "/ordersx".
     if prefix == "/" or path == prefix:
@@ -131,9 +151,20 @@ def _prefix_matches(prefix: str, path: str) -> bool:
 
 
 def candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]:
-    """Issuers whose ``path_prefix`` covers ``path``, longest prefix first."""
-    matching = [i for i in issuers if _prefix_matches(i.path_prefix, path)]
-    return sorted(matching, key=lambda i: len(i.path_prefix.rstrip("/")), reverse=True)
+    """The issuers of the longest ``path_prefix`` that covers ``path``, in config order.
+
+    The longest matching prefix owns its whole subtree: with issuers on ``/hooks`` and
+    ``/hooks/payments``, ``/hooks/payments/x`` belongs to the second alone, and a token of the
+    first is ``bad_issuer`` there. Otherwise a sender trusted for a parent path could deliver to
+    every path nested under it, including those given to another sender. Issuers that share
+    that one prefix (several ``iss`` on one path) remain candidates together.
+    """
+    path = _unescape_unreserved(path)
+    matching = [i for i in issuers if _prefix_matches(_unescape_unreserved(i.path_prefix), path)]
+    if not matching:
+        return []
+    longest = max(len(i.path_prefix.rstrip("/")) for i in matching)
+    return [i for i in matching if len(i.path_prefix.rstrip("/")) == longest]
 
 
 def route(

@@ -342,18 +342,20 @@ ALL = (ROOT, ORDERS, ORDERS_EU, BILLING)
     [
         ("/", ["root"]),
         ("/hook", ["root"]),
-        ("/orders", ["orders", "root"]),
-        ("/orders/", ["orders", "root"]),
-        ("/orders/1", ["orders", "root"]),
+        ("/orders", ["orders"]),
+        ("/orders/", ["orders"]),
+        ("/orders/1", ["orders"]),
         ("/ordersx", ["root"]),
         ("/orders-eu", ["root"]),
-        ("/orders/eu", ["orders_eu", "orders", "root"]),
-        ("/orders/eu/x/y", ["orders_eu", "orders", "root"]),
-        ("/orders/eux", ["orders", "root"]),
-        ("/billing/2", ["billing", "root"]),
+        ("/orders/eu", ["orders_eu"]),
+        ("/orders/eu/x/y", ["orders_eu"]),
+        ("/orders/eux", ["orders"]),
+        ("/billing/2", ["billing"]),
     ],
 )
-def test_candidates_match_whole_segments_longest_first(path: str, expected: list[str]) -> None:
+def test_candidates_are_the_issuers_of_the_longest_whole_segment_prefix(
+    path: str, expected: list[str]
+) -> None:
     assert [c.name for c in candidates(ALL, path)] == expected
     assert [c.name for c in candidates(tuple(reversed(ALL)), path)] == expected
 
@@ -366,17 +368,44 @@ def test_no_candidate_without_a_root_issuer() -> None:
 
 def test_token_without_iss_goes_to_the_only_candidate() -> None:
     assert route(candidates((ORDERS, BILLING), "/orders/1"), (ORDERS, BILLING), {}) is ORDERS
+    # The owner of a nested prefix is the only candidate under it, whatever its parents.
+    assert route(candidates(ALL, "/orders/eu/1"), ALL, {}) is ORDERS_EU
+
+
+ORDERS_US = issuer("orders_us", "https://us.orders.test", "/orders/")
+SHARED = (*ALL, ORDERS_US)
 
 
 def test_token_without_iss_and_several_candidates_is_unknown_issuer() -> None:
-    rejects("unknown_issuer", route, candidates(ALL, "/orders/1"), ALL, {"sub": "x"})
+    assert [c.name for c in candidates(SHARED, "/orders/1")] == ["orders", "orders_us"]
+    rejects("unknown_issuer", route, candidates(SHARED, "/orders/1"), SHARED, {"sub": "x"})
 
 
-def test_iss_picks_its_candidate_among_several() -> None:
-    cands = candidates(ALL, "/orders/eu/1")
-    assert route(cands, ALL, {"iss": "https://eu.orders.test"}) is ORDERS_EU
-    assert route(cands, ALL, {"iss": "https://orders.test"}) is ORDERS
-    assert route(cands, ALL, {"iss": "https://root.test"}) is ROOT
+def test_iss_picks_its_candidate_among_those_sharing_a_prefix() -> None:
+    cands = candidates(SHARED, "/orders/1")
+    assert route(cands, SHARED, {"iss": "https://orders.test"}) is ORDERS
+    assert route(cands, SHARED, {"iss": "https://us.orders.test"}) is ORDERS_US
+
+
+@pytest.mark.parametrize(
+    ("path", "iss"),
+    [
+        ("/orders/eu/1", "https://orders.test"),  # the parent prefix's issuer
+        ("/orders/eu", "https://orders.test"),
+        ("/orders/eu/1", "https://root.test"),  # the catch-all issuer
+        ("/orders/1", "https://root.test"),
+        ("/billing/2", "https://root.test"),
+    ],
+)
+def test_a_nested_prefix_owns_its_subtree(path: str, iss: str) -> None:
+    # Issue 13 item 7: a sender trusted for /orders must not deliver to /orders/eu/...
+    rejects("bad_issuer", route, candidates(ALL, path), ALL, {"iss": iss})
+
+
+def test_a_parent_prefix_keeps_the_rest_of_its_subtree() -> None:
+    assert route(candidates(ALL, "/orders/eux"), ALL, {"iss": "https://orders.test"}) is ORDERS
+    assert route(candidates(ALL, "/orders/us/1"), ALL, {"iss": "https://orders.test"}) is ORDERS
+    assert route(candidates(ALL, "/hook"), ALL, {"iss": "https://root.test"}) is ROOT
 
 
 def test_same_iss_on_two_prefixes_uses_the_longest() -> None:
