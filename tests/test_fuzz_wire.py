@@ -413,7 +413,7 @@ def check_answer(case: Case, a: Answer, forwarded: bool) -> str:
     if ctype.startswith("application/json"):
         payload = json.loads(a.body)
         reason: str = payload.get("error")
-        assert reason in REASONS and REASONS[reason] == a.status, (reason, a.status, where)
+        assert reason in REASONS and REASONS[reason].status == a.status, (reason, a.status, where)
         assert isinstance(payload.get("detail"), str), where
         if a.status >= 500:
             assert reason in RETRYABLE, (reason, where)
