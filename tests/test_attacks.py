@@ -9,6 +9,7 @@ no hostile input turns into a 5xx (a 5xx makes a sender retry the same poison pu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -38,8 +39,10 @@ from tests.support import (
     gateway_config,
     serve_app,
     sign,
+    wait_until,
     world,
 )
+from tests.test_delivery import GatedBackend
 
 BODY = b'{"event":"order.paid","id":42}'
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -852,3 +855,65 @@ async def test_forced_errors_in_every_member_are_401(part: str) -> None:
         assert sent >= 30
         assert len(w.backend.received) == accepted
         assert await internal_errors(http, w) == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/billing/..%2Forders/hook", "/billing/%2e%2e%2forders/hook", "/b/..%5Co", "/a\\b"]
+)
+async def test_escaped_slashes_in_the_path_are_refused(path: str) -> None:
+    async with world() as w, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        async with http.post(w.url + path, data=BODY, headers=headers) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"] == "malformed_request"
+        assert w.backend.received == []
+
+
+async def test_a_pipelined_request_gets_its_own_header_deadline() -> None:
+    backend = GatedBackend()
+
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 0.3})
+
+    async with world(configure, backend=backend) as w:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        token = w.token(BODY)
+        first = (
+            f"POST /hook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY
+        writer.write(first)
+        await wait_until(lambda: backend.arrived == 1)
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\n")  # pipelined, never finished
+        await asyncio.sleep(0.1)
+        backend.gate.set()
+        # The first answer, then a 408 for the dribbling second one (not the 75 s keep-alive).
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"HTTP/1.1 408" in answer
+
+
+async def test_connections_beyond_the_bound_get_503_at_once() -> None:
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"max_connections": 2})
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await wait_until(lambda: len(w.running.server_guards()) == 2)  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered and closed at once
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"Retry-After: 1" in answer and b'"overloaded"' in answer
+        for _, held_writer in held:
+            held_writer.close()
+        await wait_until(lambda: len(w.running.server_guards()) == 0)  # type: ignore[union-attr]
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        async with http.get(w.admin_url + "/metrics") as resp:
+            text = await resp.text()
+        assert 'reason="overloaded"} 1.0' in text

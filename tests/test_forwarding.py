@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.config import parse_config
 from tests.httpkit import (
     config_with,
     push,
@@ -639,3 +640,40 @@ async def test_expect_100_continue_on_the_wire() -> None:
         raw = await raw_exchange(w.url, head, body, pause=0.2, responses=2)
         assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"100", b"200"]
         assert len(w.backend.received) == 1
+
+
+async def test_static_token_headers_never_reach_the_backend() -> None:
+    token = "notification-token-" + "x" * 16
+
+    def configure(w: World) -> object:
+        return parse_config(
+            {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "upstream": {"url": w.backend_url},
+                "issuers": [
+                    {"name": "sdk", "profile": "a2a-static-token",
+                     "static_token": {"tokens": [token]}},
+                ],
+            }
+        )  # fmt: skip
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        headers = {"X-A2A-Notification-Token": token, "A2A-Notification-Token": token}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        [got] = w.backend.received
+        assert got.header("X-A2A-Notification-Token") is None
+        assert got.header("A2A-Notification-Token") is None
+        assert got.header("X-Jwt-Issuer") == "sdk"
+
+
+async def test_head_keeps_the_backends_content_length() -> None:
+    async with world() as w, aiohttp.ClientSession() as http:
+        w.backend.response_body = b"x" * 1234
+        headers = {"Authorization": f"Bearer {w.token(b'')}"}
+        async with http.head(w.url + "/hook", headers=headers) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == "1234"
+            assert await resp.read() == b""
+        assert [r.method for r in w.backend.received] == ["HEAD"]

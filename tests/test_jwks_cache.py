@@ -30,6 +30,7 @@ from tests.support import (
     claims_for,
     gateway_config,
     serve_app,
+    sign,
     wait_until,
     world,
 )
@@ -533,3 +534,37 @@ async def test_jwks_age_is_minus_one_before_the_first_success() -> None:
         assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == -1
         assert m.value("jwksgate_jwks_keys", issuer="sender") == 0
         assert m.value("jwksgate_jwks_fetches_total", issuer="sender", result="failure") >= 1
+
+
+async def test_kidless_issuer_follows_a_key_rotation() -> None:
+    jwks = JwksServer()
+    first = jwks.add_key(kid=None)
+
+    def configure(w: World) -> object:
+        return gateway_config(
+            w.jwks_url,
+            w.backend_url,
+            issuer={"require_kid": False, "replay_key": "token", "require_claims": ["iat"]},
+        )
+
+    async with world(configure, jwks=jwks) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+
+        async def push(key: SigningKey) -> tuple[int, str]:
+            token = sign(key, claims_for(BODY, w.clock()), omit_kid=True)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+                answer = await resp.json(content_type=None)
+                return resp.status, answer.get("error", "") if isinstance(answer, dict) else ""
+
+        assert (await push(first))[0] == 200
+        fetches = jwks.fetches
+        rotated = jwks.add_key(kid=None)  # the sender rotates: a new key, signs with it
+        assert await push(rotated) == (401, "bad_signature")  # within the refetch interval
+        assert jwks.fetches == fetches
+        w.clock.advance(11)
+        assert (await push(rotated))[0] == 200  # one refetch, then the new key verifies
+        assert jwks.fetches == fetches + 1
+        w.clock.advance(11)
+        jwks.status = 500
+        again = jwks.add_key(kid=None)
+        assert await push(again) == (503, "jwks_unavailable")  # cannot know: not a 401
