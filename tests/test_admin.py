@@ -30,8 +30,8 @@ from tests.httpkit import (
 from tests.support import (
     World,
     claims_for,
-    free_port,
     gateway_config,
+    refused_port,
     wait_until,
     world,
 )
@@ -41,7 +41,7 @@ BODY = b'{"event":"ping"}'
 
 def two_issuers(broken_second: bool = False) -> Callable[[World], Any]:
     def configure(w: World) -> Any:
-        other_url = f"http://127.0.0.1:{free_port()}/jwks" if broken_second else w.jwks_url
+        other_url = f"http://127.0.0.1:{refused_port()}/jwks" if broken_second else w.jwks_url
         issuers = [
             {
                 "name": "sender",

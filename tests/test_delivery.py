@@ -31,8 +31,8 @@ from tests.httpkit import (
 from tests.support import (
     Backend,
     World,
+    bound_socket,
     claims_for,
-    free_port,
     gateway_config,
     serve_app,
     sign,
@@ -66,7 +66,8 @@ class GatedBackend(Backend):
 
 # -- the backend cannot take the push: the token is not consumed ---------------------------------
 async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once() -> None:
-    port = free_port()  # nothing listens here yet
+    sock = bound_socket()  # bound, not listening: connections are refused
+    port = sock.getsockname()[1]
 
     def configure(w: World) -> Any:
         return gateway_config(w.jwks_url, f"http://127.0.0.1:{port}")
@@ -76,7 +77,7 @@ async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once(
         reply = await push(http, w, BODY, token=token)
         assert reply.outcome == (502, "upstream_unavailable")
         backend = Backend()
-        async with serve_app(backend.app(), port):
+        async with serve_app(backend.app(), sock=sock):
             reply = await push(http, w, BODY, token=token)
             assert reply.status == 200, reply.body
             reply = await push(http, w, BODY, token=token)

@@ -43,6 +43,7 @@ from tests.support import (
     free_port,
     gateway_config,
     gateway_config_data,
+    refused_port,
     serve_app,
     sign,
     wait_until,
@@ -250,7 +251,7 @@ async def test_change_of_a_restart_only_section_is_refused(tmp_path: Path) -> No
     async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
         original = r.gateway_config()
         moved = json.loads(json.dumps(r.data))
-        moved["listen"] = f"127.0.0.1:{free_port()}"
+        moved["listen"] = f"127.0.0.1:{refused_port()}"
         moved["issuers"][0]["forward_claims"] = {"sub": "X-Moved-Sub"}
         with captured_log() as records:
             r.write(moved)
