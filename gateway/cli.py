@@ -12,6 +12,7 @@ from gateway import __version__, eventloop
 from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.providers import ProviderConfig, SlackConfig, StripeConfig
 
 __all__ = ["main", "summary"]
 
@@ -34,11 +35,25 @@ def summary(config: Config) -> str:
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:
-        lines += _issuer_lines(i)
+        lines += _issuer_lines(i, config.replay.max_entries)
     return "\n".join(lines)
 
 
-def _issuer_lines(i: IssuerConfig) -> list[str]:
+def _provider_line(p: ProviderConfig, max_entries: int) -> str:
+    line = f"      secrets {len(p.secrets)}  id header {p.id_header}"
+    line += f"  keep_signature {str(p.keep_signature).lower()}"
+    if isinstance(p, StripeConfig | SlackConfig):
+        line += f"  tolerance {p.tolerance_seconds:g}s"
+        if isinstance(p, SlackConfig):
+            line += f"  answer_challenge {str(p.answer_challenge).lower()}"
+        return line
+    # Every delivered id is kept for the whole window: what a memory store can hold says how
+    # many deliveries a second it takes, sustained, before it answers replay_store_full.
+    rate = max_entries / p.dedupe_seconds
+    return line + f"  dedupe {p.dedupe_seconds:g}s (memory store: <= {rate:.3g}/s sustained)"
+
+
+def _issuer_lines(i: IssuerConfig, max_entries: int) -> list[str]:
     head = f"  - {i.name}: type {i.type}  path {i.path_prefix}"
     head += f"  profile {i.profile}" if i.profile else ""
     head += "  handshake echo" if i.handshake == "echo" else ""
@@ -56,6 +71,8 @@ def _issuer_lines(i: IssuerConfig) -> list[str]:
             f"  tolerance {sw.tolerance_seconds:g}s  replay key webhook-id",
             forward,
         ]
+    if i.provider is not None:
+        return [head, _provider_line(i.provider, max_entries), forward]
     body = (
         f"{i.body_hash.claim} {i.body_hash.encoding} over {i.body_hash.over}"
         if i.body_hash

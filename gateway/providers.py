@@ -105,6 +105,8 @@ class ProviderResult:
 # The namespace field is what ``verify.replay_namespace(issuer)`` returns for the issuer that
 # holds this config (its ``issuer`` or its ``name``): the loader fills it in, it is not a YAML key.
 # It is required, so that no config can silently share another issuer's replay keys.
+# ``secrets`` holds the inline secrets and, once ``config.read_files`` ran, one per file of
+# ``secret_files`` (which the verifiers never read).
 _DERIVED: Final = {"derived": True}
 
 
@@ -122,6 +124,7 @@ class GitHubConfig:
     event_header: str = "X-GitHub-Event"
     id_header: str = "X-Webhook-Id"
     keep_signature: bool = False
+    secret_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +138,7 @@ class StripeConfig:
     signature_header: str = "Stripe-Signature"
     id_header: str = "X-Webhook-Id"
     keep_signature: bool = False
+    secret_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +154,7 @@ class SlackConfig:
     id_header: str = "X-Webhook-Id"
     keep_signature: bool = False
     answer_challenge: bool = False
+    secret_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,6 +171,7 @@ class ShopifyConfig:
     shop_header: str = "X-Shopify-Shop-Domain"
     id_header: str = "X-Webhook-Id"
     keep_signature: bool = False
+    secret_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +188,7 @@ class GitLabConfig:
     event_header: str = "X-Gitlab-Event"
     id_header: str = "X-Webhook-Id"
     keep_signature: bool = False
+    secret_files: tuple[str, ...] = ()
 
 
 ProviderConfig = GitHubConfig | StripeConfig | SlackConfig | ShopifyConfig | GitLabConfig
