@@ -53,6 +53,7 @@ def test_defaults(kind: str) -> None:
         "gitlab": GitLabConfig,
     }[kind]
     assert type(cfg) is expected
+    assert cfg is not None
     assert cfg.secrets == (secret_for(kind).encode(),)
     assert cfg.keep_signature is False
     assert cfg.id_header == "X-Webhook-Id"
@@ -95,8 +96,7 @@ def test_rotation_and_keys() -> None:
 
 
 def test_replay_namespace_is_the_issuers() -> None:
-    for extra in ({}, {"issuer": "https://github.com/acme"}):
-        iss = one("github", **extra)
+    for iss in (one("github"), one("github", issuer="https://github.com/acme")):
         assert iss.provider is not None
         assert iss.provider.namespace == verify.replay_namespace(iss)
 
