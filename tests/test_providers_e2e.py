@@ -19,8 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,9 +37,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from gateway.config import parse_config, read_files
 from gateway.lifecycle import run_gateway
+from tests.octokit_support import octokit
 from tests.support import FakeClock, serve_app
-
-NODE_DIR = Path(__file__).parent / "node-providers"
 
 SECRETS: dict[str, tuple[str, str]] = {
     # (old, new): the issuer is configured with both, as during a rotation.
@@ -69,23 +66,6 @@ PROVIDERS = tuple(SECRETS)
 
 
 # --- signing, with the providers' own libraries ----------------------------------------------
-
-
-def octokit(ops: list[dict[str, str]]) -> list[Any]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_DIR / "node_modules" / "@octokit" / "webhooks-methods").is_dir():
-        pytest.skip("run scripts/install.d/node-providers.sh (needs npm)")
-    done = subprocess.run(
-        ["node", str(NODE_DIR / "octokit.mjs")],
-        input=json.dumps(ops),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result: list[Any] = json.loads(done.stdout)
-    return result
 
 
 def body_for(provider: str, ident: str) -> bytes:
