@@ -865,7 +865,7 @@ def _provider(s: _Section, kind: str, namespace: bytes) -> ProviderConfig:
     if not secrets and not files and not s.problems.about(s.at("secrets")):
         s.problems.add(s.at("secrets"), "at least one secret is required (secrets or secret_files)")
     id_header = s.string("id_header", _provider_default(kind, "id_header"))
-    if isinstance(id_header, str):
+    if isinstance(id_header, str) and id_header:  # "": no id header
         _header_name(s, s.at("id_header"), id_header)
         if id_header.lower() in _RESERVED_HEADERS:
             s.problems.add(s.at("id_header"), f"{id_header} cannot be set")
@@ -892,6 +892,12 @@ def _provider(s: _Section, kind: str, namespace: bytes) -> ProviderConfig:
         kw["dedupe_seconds"] = dedupe
     if kind == "slack":
         kw["answer_challenge"] = s.boolean("answer_challenge", False)
+    if kind == "gitlab":
+        # The first one present is the delivery's id (GitLab 17.4+ sends Idempotency-Key).
+        names = s.strings("dedupe_headers", _provider_default(kind, "dedupe_headers"))
+        for i, h in enumerate(names):
+            _header_name(s, f"{s.at('dedupe_headers')}[{i}]", h)
+        kw["dedupe_headers"] = names
     s.finish()
     return _PROVIDER_CLASSES[kind](**kw)
 

@@ -78,6 +78,19 @@ def test_stripe_refuses_what_is_not_a_signing_secret() -> None:
     ]
 
 
+def test_gitlab_dedupe_headers_and_no_id_header() -> None:
+    cfg = one(
+        "gitlab", {"secrets": [SECRET], "dedupe_headers": ["X-Request-Uuid"], "id_header": ""}
+    )
+    assert isinstance(cfg.provider, GitLabConfig)
+    assert cfg.provider.dedupe_headers == ("X-Request-Uuid",)
+    assert cfg.provider.id_header == ""
+    assert problems("gitlab", {"secrets": [SECRET], "dedupe_headers": ["Bad Header"]}) == [
+        "issuers[0].gitlab.dedupe_headers[0]: must be a valid HTTP header name (letters, digits "
+        'and !#$%&\'*+.^_`|~-), not "Bad Header"'
+    ]
+
+
 def test_rotation_and_keys() -> None:
     cfg = one(
         "slack",
@@ -223,11 +236,13 @@ def test_the_chart_schema_knows_the_provider_keys() -> None:
         extra = {
             "stripe": {"tolerance_seconds"},
             "slack": {"tolerance_seconds", "answer_challenge"},
+            "gitlab": {"dedupe_seconds", "dedupe_headers"},
         }
         assert keys == common | extra.get(kind, {"dedupe_seconds"}), kind
         # Every key the schema lists, the loader accepts.
         section: dict[str, Any] = {"secrets": [secret_for(kind)]}
         for key in keys - {"secrets", "secret_files"}:
             prop = issuer[kind]["properties"][key]
-            section[key] = {"boolean": True, "string": "X-Id", "number": 600}[prop["type"]]
+            value = {"boolean": True, "string": "X-Id", "number": 600, "array": ["X-Id"]}
+            section[key] = value[prop["type"]]
         one(kind, section)
