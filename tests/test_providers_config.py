@@ -4,10 +4,12 @@ of the same name, with the loader's usual YAML paths and did-you-mean."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway import verify
 from gateway.cli import summary
@@ -246,3 +248,35 @@ def test_the_chart_schema_knows_the_provider_keys() -> None:
             value = {"boolean": True, "string": "X-Id", "number": 600, "array": ["X-Id"]}
             section[key] = value[prop["type"]]
         one(kind, section)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {
+    "GITHUB_WEBHOOK_SECRET": SECRET,
+    "STRIPE_WEBHOOK_SECRET": "whsec_" + SECRET,
+    "SLACK_SIGNING_SECRET": SECRET,
+    "SHOPIFY_API_SECRET": SECRET,
+    "SHOPIFY_API_SECRET_OLD": SECRET + "-old",
+    "GITLAB_WEBHOOK_TOKEN": SECRET,
+}
+
+
+def test_the_commented_examples_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/example.yaml shows every provider commented out; uncommented, they load."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    text = (ROOT / "config/example.yaml").read_text()
+    tail = text[text.index("  # - name: github") :]
+    lines = [re.sub(r"^  # ?", "  ", line) for line in tail.splitlines() if line.startswith("  #")]
+    config = parse_config(yaml.safe_load("issuers:\n" + "\n".join(lines)))
+    assert [i.type for i in config.issuers] == list(PROVIDER_TYPES)
+
+
+def test_the_docs_examples_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    text = (ROOT / "docs/profiles.md").read_text()
+    section = text[text.index("## Provider webhooks") :]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    kinds = [parse_config({"issuers": yaml.safe_load(b)}).issuers[0].type for b in blocks]
+    assert kinds == list(PROVIDER_TYPES)
