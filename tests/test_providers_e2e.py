@@ -38,7 +38,7 @@ from slack_sdk.signature import SignatureVerifier
 from gateway.config import parse_config, read_files
 from gateway.lifecycle import run_gateway
 from tests.octokit_support import octokit
-from tests.support import FakeClock, serve_app
+from tests.support import FakeClock, captured_log, serve_app
 
 SECRETS: dict[str, tuple[str, str]] = {
     # (old, new): the issuer is configured with both, as during a rotation.
@@ -495,3 +495,25 @@ def test_the_backends_own_check_refuses_what_it_should(provider: str) -> None:
         assert not sdk_accepts(provider, dict(headers, **{"x-gitlab-token": WRONG[provider]}), body)
     else:
         assert not sdk_accepts(provider, headers, body + b" ")
+
+
+async def test_access_log_names_the_issuer_reason_and_replay_key() -> None:
+    async with gateway(issuers()) as g:
+        ident = new_id()
+        body = body_for("shopify", ident)
+        headers = sign("shopify", body, SECRETS["shopify"][1], ident, 0)
+        with captured_log("jwksgate.access") as records:
+            assert (await g.post("/shopify/strip", body, headers))[0] == 200
+            assert (await g.post("/shopify/strip", body, headers))[0] == 409
+            wrong = sign("shopify", body, WRONG["shopify"], new_id(), 0)
+            assert (await g.post("/shopify/strip", body, wrong))[0] == 401
+        lines = [json.loads(r.getMessage()) for r in records]
+        assert [(x["issuer"], x["outcome"], x["reason"]) for x in lines] == [
+            ("shopify-strip", "forwarded", "none"),
+            ("shopify-strip", "rejected", "replayed"),
+            ("shopify-strip", "rejected", "bad_signature"),
+        ]
+        # The replay key is named (a digest's prefix), never the delivery id or a secret.
+        assert lines[0]["replay_key_sha256"] == lines[1]["replay_key_sha256"]
+        assert ident not in json.dumps(lines)
+        assert SECRETS["shopify"][1] not in json.dumps(lines)
