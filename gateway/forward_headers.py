@@ -90,9 +90,15 @@ def upstream_headers(
     proto: str,
     host: str,
     request_id: str,
+    strip: Iterable[str] = (),
+    add: Iterable[tuple[str, str]] = (),
 ) -> tuple[CIMultiDict[str], int]:
-    """The headers sent to the backend, and how many claim headers were left out as too long."""
+    """The headers sent to the backend, and how many claim headers were left out as too long.
+
+    ``strip`` names headers never forwarded (a provider's signature); ``add`` are set last (the
+    verified delivery id), replacing any incoming copy."""
     listed = _connection_tokens(incoming)
+    stripped = frozenset(_norm(h) for h in strip)
     prefix = _norm(forward.header_prefix)
     secrets: frozenset[str] = frozenset()
     if issuer.static_token is not None and not forward.keep_token:
@@ -109,6 +115,7 @@ def upstream_headers(
             or n.startswith(prefix)
             or (n == "authorization" and not forward.keep_token)
             or n in secrets
+            or n in stripped
         ):
             continue
         out.add(name, value)
@@ -129,6 +136,8 @@ def upstream_headers(
             omitted += 1
             continue
         out[header] = value
+    for name, value in add:
+        out[name] = value
     return out, omitted
 
 

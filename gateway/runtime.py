@@ -15,6 +15,7 @@ import aiohttp
 from gateway import verify
 from gateway.authn import Authenticator
 from gateway.authn.jwt import JwtAuthenticator, KeySource
+from gateway.authn.provider import ProviderAuthenticator
 from gateway.authn.standard_webhooks import StandardWebhooksAuthenticator
 from gateway.authn.static_token import StaticTokenAuthenticator
 from gateway.config import Config, IssuerConfig
@@ -45,6 +46,8 @@ def authenticators(
             out[issuer.name] = StaticTokenAuthenticator(issuer)
         elif issuer.standard_webhooks is not None:
             out[issuer.name] = StandardWebhooksAuthenticator(issuer)
+        elif issuer.provider is not None:
+            out[issuer.name] = ProviderAuthenticator(issuer)
         else:
             out[issuer.name] = jwt
     out[""] = jwt  # a path no issuer owns: JWT routing answers unknown_issuer
