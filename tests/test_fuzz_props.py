@@ -1,6 +1,6 @@
-"""Property-based tests of three more pure parsers (issue 13, "beyond the list"): the JWKS document
-(``jwks.parse_jwks`` / ``select_keys``), the Standard Webhooks headers and signature list, and the
-config loader on mutated YAML.
+"""Property-based tests of more pure parsers (issue 13, "beyond the list"): the JWKS document
+(``jwks.parse_jwks`` / ``select_keys``), the Standard Webhooks headers and signature list, the
+config loader on mutated YAML, and the forwarding-header decision.
 
 Hostile input must end as the module's own error (``JwksError``, a ``Rejection`` with one of the
 expected reasons, ``ConfigError``), never another exception: on the request path anything else is
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwcrypto import jwk
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 # The functions under test, in one block: modules may move and only these lines then change.
 from gateway.authn.standard_webhooks import (
@@ -36,8 +36,16 @@ from gateway.authn.standard_webhooks import (
     check_webhook_headers,
     signature_entries,
 )
-from gateway.config import SUPPORTED_ALGORITHMS, StandardWebhooksConfig, load_config, parse_config
+from gateway.config import (
+    CLIENT_FORWARDING_HEADERS,
+    SUPPORTED_ALGORITHMS,
+    ForwardConfig,
+    StandardWebhooksConfig,
+    load_config,
+    parse_config,
+)
 from gateway.errors import ConfigError, Rejection
+from gateway.forward_headers import forwarding_headers, gateway_header_names
 from gateway.jwks import JwksError, parse_jwks, select_keys
 from tests.support import gateway_config_data
 
@@ -429,3 +437,55 @@ def test_any_value_anywhere_in_valid_data_is_a_config_or_a_config_error(
         parse_config(doc)
     except ConfigError as e:
         assert e.problems and all(isinstance(p, str) and p for p in e.problems)
+
+
+# -- 4. forwarding headers -----------------------------------------------------------------------
+SET_BY_GATEWAY = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"]
+FORWARDING_NAMES = st.sampled_from(
+    [*CLIENT_FORWARDING_HEADERS, *SET_BY_GATEWAY, "X-Real-IP", "x_forwarded_for", "X-Other"]
+)
+HEADER_VALUES = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40
+) | st.sampled_from(["1.2.3.4", "1.2.3.4, 5.6.7.8", "::1", " , ,", "https", "HTTP", ""])
+PEERS = st.sampled_from(["127.0.0.1", "203.0.113.9", "::1", "fe80::1", ""])
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(FORWARDING_NAMES, HEADER_VALUES), max_size=8),
+    PEERS,
+    st.sampled_from(["http", "https"]),
+    st.text(max_size=30),
+)
+def test_at_the_edge_forwarding_headers_ignore_what_the_client_sent(
+    items: list[tuple[str, str]], peer: str, proto: str, host: str
+) -> None:
+    edge = ForwardConfig()
+    sent = CIMultiDictProxy(CIMultiDict(items))
+    got = forwarding_headers(sent, edge, client=peer, proto=proto, host=host)
+    assert got == forwarding_headers(
+        CIMultiDictProxy(CIMultiDict()), edge, client=peer, proto=proto, host=host
+    )
+    for _, value in got:
+        assert "\r" not in value and "\n" not in value and "\x00" not in value
+    stripped = gateway_header_names(edge, ())
+    for name, _ in items:
+        assert name.lower().replace("_", "-") in stripped or name == "X-Other"
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(FORWARDING_NAMES, HEADER_VALUES), max_size=8),
+    PEERS,
+    st.integers(1, 4),
+)
+def test_behind_trusted_hops_the_peer_is_appended_and_the_client_is_in_the_chain(
+    items: list[tuple[str, str]], peer: str, hops: int
+) -> None:
+    cfg = ForwardConfig(trusted_hops=hops)
+    sent = CIMultiDictProxy(CIMultiDict(items))
+    got = dict(forwarding_headers(sent, cfg, client=peer, proto="http", host="gw"))
+    chain = [e.strip() for e in got["X-Forwarded-For"].split(",")]
+    assert chain[-1] == peer.strip()
+    assert got["X-Real-IP"] == peer or got["X-Real-IP"] in chain[:-1]
+    assert got["X-Forwarded-Proto"] in ("http", "https")
