@@ -140,7 +140,7 @@ def forwarding_headers(
         ]
     protos = _list_items(incoming, "X-Forwarded-Proto")
     sender_proto = protos[-1].lower() if protos and protos[-1].lower() in _PROTOS else proto
-    hosts = incoming.getall("X-Forwarded-Host", [])
+    hosts = _list_items(incoming, "X-Forwarded-Host")  # the nearest proxy's is the last
     return [
         ("X-Forwarded-For", ", ".join(chain)),
         ("X-Forwarded-Proto", sender_proto),
