@@ -1,7 +1,8 @@
 """Admission: what is refused before any credential is looked at.
 
 ``check_request`` is pure (the request target, the header bytes, the declared length);
-``Admission`` holds the two process-wide bounds (draining, requests in flight).
+``Admission`` holds the process-wide bounds (draining, requests in flight, and among them the
+requests waiting for a body before their credential can be checked).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from gateway.config import LimitsConfig
 from gateway.errors import Rejection
 
-__all__ = ["Admission", "check_request", "route_path"]
+__all__ = ["Admission", "check_request", "route_path", "unverified_cap"]
 
 _DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
 _ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
@@ -53,12 +54,23 @@ def check_request(
             raise Rejection("malformed_request", "a header value is not valid UTF-8")
 
 
+def unverified_cap(limits: LimitsConfig) -> int:
+    """How many requests may wait for their body before their credential is checked (a
+    signature over the body): ``limits.max_unverified_inflight``, by default a quarter of
+    ``max_inflight``. The rest of ``max_inflight`` stays for pushes verified from headers."""
+    cap = limits.max_unverified_inflight
+    if cap is None:
+        cap = max(1, limits.max_inflight // 4)
+    return min(cap, limits.max_inflight)
+
+
 @dataclass
 class Admission:
     """The process-wide bounds: nothing new while draining, at most ``max_inflight`` at once."""
 
     draining: bool = False
     inflight: int = 0
+    unverified: int = 0
 
     @contextmanager
     def slot(self, limits: LimitsConfig) -> Iterator[None]:
@@ -71,3 +83,21 @@ class Admission:
             yield
         finally:
             self.inflight -= 1
+
+    @contextmanager
+    def body_wait(self, limits: LimitsConfig, *, authenticated: bool) -> Iterator[None]:
+        """Around the body read: a request not yet authenticated (its signature covers the
+        body) waits in the smaller pool of ``unverified_cap``; anyone can fill that pool with
+        slow bodies, but not the slots of senders whose credential already verified."""
+        if authenticated:
+            yield
+            return
+        if self.unverified >= unverified_cap(limits):
+            raise Rejection(
+                "overloaded", "too many unauthenticated request bodies in flight; retry shortly"
+            )
+        self.unverified += 1
+        try:
+            yield
+        finally:
+            self.unverified -= 1

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__, eventloop
+from gateway.admission import unverified_cap
 from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
@@ -25,13 +26,20 @@ def summary(config: Config) -> str:
         f"  tls {'on' if config.tls else 'off'}",
         f"upstream {config.upstream.url} (timeout {config.upstream.timeout_seconds:g}s)",
         f"limits body {lim.max_body_bytes} B, headers {lim.header_timeout_seconds:g}s,"
-        f" body {lim.body_timeout_seconds:g}s, in flight {lim.max_inflight}",
+        f" body {lim.body_timeout_seconds:g}s, in flight {lim.max_inflight}"
+        f" (awaiting a body unauthenticated {unverified_cap(lim)})",
         f"replay {config.replay.store}"
         + (f" {config.replay.redis_url}" if config.replay.redis_url else "")
         + f" (max {config.replay.max_entries} entries)",
         f"forward prefix {config.forward.header_prefix}"
         f"  claims header {config.forward.claims_header}"
-        f"  keep_token {str(config.forward.keep_token).lower()}",
+        f"  keep_token {str(config.forward.keep_token).lower()}"
+        f"  trusted_hops {config.forward.trusted_hops}"
+        + (
+            f"  preserve {', '.join(config.forward.preserve_headers)}"
+            if config.forward.preserve_headers
+            else ""
+        ),
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:

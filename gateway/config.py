@@ -44,6 +44,7 @@ from gateway.providers import (
 )
 
 __all__ = [
+    "CLIENT_FORWARDING_HEADERS",
     "PROVIDER_TYPES",
     "SUPPORTED_ALGORITHMS",
     "BodyHashConfig",
@@ -68,6 +69,18 @@ SUPPORTED_ALGORITHMS = (
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Headers that tell a backend who the client is or which URL it asked for, which a client can
+# send itself: stripped unless listed in forward.preserve_headers. (X-Forwarded-For, -Proto,
+# -Host, Forwarded and X-Real-IP are set by the gateway from what it saw, per trusted_hops.)
+CLIENT_FORWARDING_HEADERS = (
+    "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme", "X-Forwarded-Uri", "X-Forwarded-Path", "X-Forwarded",
+    "X-Original-Forwarded-For", "True-Client-IP", "X-Client-IP", "Client-IP",
+    "X-Cluster-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP", "X-Original-URL",
+    "X-Rewrite-URL", "X-Original-URI", "X-Original-Host", "X-Host", "X-Url-Scheme",
+    "Front-End-Https", "X-Envoy-External-Address", "X-Envoy-Original-Path",
+)  # fmt: skip
+MAX_TRUSTED_HOPS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,9 @@ class LimitsConfig:
     body_timeout_seconds: float = 30.0
     max_inflight: int = 1024
     max_connections: int = 10000
+    # Of max_inflight, how many may wait for a body before their credential is checked
+    # (Standard Webhooks signs the body); None: a quarter of max_inflight.
+    max_unverified_inflight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,11 @@ class ForwardConfig:
     header_prefix: str = "X-Jwt-"
     claims_header: str = "X-Jwt-Claims"
     keep_token: bool = False
+    # How many proxies in front of the gateway append to X-Forwarded-For and are trusted (0:
+    # the gateway is the edge, client-sent forwarding headers are replaced or stripped).
+    trusted_hops: int = 0
+    # Client-sent forwarding headers (of CLIENT_FORWARDING_HEADERS) passed on unchanged.
+    preserve_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,9 +686,22 @@ def _limits(s: _Section) -> LimitsConfig:
         body_timeout_seconds=s.number("body_timeout_seconds", d.body_timeout_seconds, 0.01),
         max_inflight=s.integer("max_inflight", d.max_inflight, 1),
         max_connections=s.integer("max_connections", d.max_connections, 1),
+        max_unverified_inflight=_unverified_inflight(s),
     )
     s.finish()
     return cfg
+
+
+def _unverified_inflight(s: _Section) -> int | None:
+    """``limits.max_unverified_inflight``: at most ``max_inflight`` (null: a quarter of it)."""
+    value = s.raw("max_unverified_inflight")
+    if value is _MISSING or value is None:
+        return None
+    cap = s.integer("max_unverified_inflight", 1, 1)
+    top = s.data.get("max_inflight", LimitsConfig().max_inflight)
+    if isinstance(top, int) and not isinstance(top, bool) and cap > top:
+        s.problems.add(s.at("max_unverified_inflight"), f"is more than max_inflight ({top})")
+    return cap
 
 
 def _redis_url(v: Any) -> str:
@@ -714,11 +748,33 @@ def _forward(s: _Section) -> ForwardConfig:
         header_prefix=s.string("header_prefix", d.header_prefix),
         claims_header=s.string("claims_header", d.claims_header),
         keep_token=s.boolean("keep_token", d.keep_token),
+        **_client_forwarding(s),
     )
     _header_name(s, s.at("header_prefix"), cfg.header_prefix)
     _header_name(s, s.at("claims_header"), cfg.claims_header)
     s.finish()
     return cfg
+
+
+def _client_forwarding(s: _Section) -> dict[str, Any]:
+    """``forward.trusted_hops`` and ``forward.preserve_headers`` (names of
+    ``CLIENT_FORWARDING_HEADERS``, any case, kept in their canonical spelling)."""
+    hops = s.integer("trusted_hops", 0, 0, MAX_TRUSTED_HOPS)
+    canonical = {n.lower(): n for n in CLIENT_FORWARDING_HEADERS}
+    preserve: list[str] = []
+    for i, name in enumerate(s.strings("preserve_headers", ())):
+        known = canonical.get(name.lower().replace("_", "-"))
+        if known is None:
+            near = _near(name, CLIENT_FORWARDING_HEADERS)
+            hint = f"; did you mean {near}?" if near else ""
+            s.problems.add(
+                f"{s.at('preserve_headers')}[{i}]",
+                f"{_show(name)} is not a client forwarding header the gateway strips{hint}"
+                f" (one of {', '.join(CLIENT_FORWARDING_HEADERS)})",
+            )
+        elif known not in preserve:
+            preserve.append(known)
+    return {"trusted_hops": hops, "preserve_headers": tuple(preserve)}
 
 
 def _body_hash(s: _Section) -> BodyHashConfig:

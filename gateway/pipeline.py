@@ -96,7 +96,8 @@ class Pipeline:
         authn = rt.authenticator(owners)
         pending = await authn.authenticate(request.headers, path, self.clock())
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
-        body = await read_body(request, started, limits)
+        with self.admission.body_wait(limits, authenticated=pending.authenticated):
+            body = await read_body(request, started, limits)
         verified = authn.verify_body(pending, body, self.clock())
         if verified.answer is not None:
             attempt.handshake = True

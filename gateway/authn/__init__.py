@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -59,6 +59,9 @@ class Pending:
 
     issuer: IssuerConfig
     kid: str | None = None
+    # False when the credential is a signature over the body: until the body is read and
+    # checked, the request is unauthenticated (it waits for its body in a smaller pool).
+    authenticated: ClassVar[bool] = True
 
 
 P = TypeVar("P", bound=Pending)
