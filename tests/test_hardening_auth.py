@@ -380,3 +380,49 @@ async def test_standard_webhooks_refuses_a_repeated_id_or_timestamp() -> None:
             assert reply.outcome == (401, "malformed_token"), (name, reply.body)
             assert "appears more than once" in reply.json()["detail"]
         assert w.backend.received == []
+
+
+async def test_slow_provider_webhook_bodies_wait_in_the_unauthenticated_pool_too() -> None:
+    # A provider's signature (GitLab's token too) is checked with the body: until it has arrived
+    # the request is unauthenticated, like a Standard Webhooks one.
+    n = 6
+    github = {
+        "name": "gh",
+        "type": "github",
+        "path_prefix": "/gh",
+        "github": {"secrets": ["a-github-secret-of-some-length"]},
+    }
+
+    def configure(w: World) -> Config:
+        data = gateway_config_data(
+            w.jwks_url,
+            w.backend_url,
+            limits={"max_inflight": n, "body_timeout_seconds": 120},
+            shutdown_grace_seconds=1,
+        )
+        data["issuers"].append(github)
+        return parse_config(data)
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:
+        assert w.running is not None
+        gw = w.running.gateway
+        conns = []
+        try:
+            for i in range(n):
+                _, writer = await asyncio.open_connection(*host_port(w.url))
+                conns.append(writer)
+                head = {
+                    "X-Hub-Signature-256": "sha256=" + "0" * 64,
+                    "X-GitHub-Delivery": f"slow-{i}",
+                    "X-GitHub-Event": "push",
+                    "Content-Length": "100000",
+                }
+                writer.write(request_bytes("POST", "/gh/hook", head, b'{"partial":'))
+                await writer.drain()
+            await wait_until(lambda: gw.inflight == max(1, n // 4))
+            reply = await push(http, w, BODY)
+            assert reply.status == 200, reply.body
+            assert gw.inflight == max(1, n // 4)
+        finally:
+            for writer in conns:
+                writer.close()

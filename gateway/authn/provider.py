@@ -9,6 +9,7 @@ live in the issuer's namespace (``verify.replay_namespace``), as every other iss
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from gateway import providers, verify
 from gateway.authn import Headers, Pending, Verified, attributed
@@ -25,6 +26,9 @@ class PendingProvider(Pending):
     """The headers passed the precheck; ``verify_body`` reads them again with the body."""
 
     headers: Headers | None = None
+    # Every provider's credential covers the body (GitLab's token is compared with it, in
+    # verify): until then the request is unauthenticated and waits in the smaller pool.
+    authenticated: ClassVar[bool] = False
 
 
 class ProviderAuthenticator:
