@@ -94,6 +94,8 @@ class _Connection(RequestHandler):
         self.half_closed = False
         # The request most recently taken from the queue.
         self.latest: web.BaseRequest | None = None
+        # The request most recently answered.
+        self.answered: web.BaseRequest | None = None
 
     def handle_error(
         self,
@@ -127,6 +129,7 @@ class _Connection(RequestHandler):
         ):
             resp.force_close()
         done = await super().finish_response(request, resp, start_time)
+        self.answered = request
         transport = self.transport
         if body_unread and transport is not None and transport.can_write_eof():
             # The answer is complete: say so at once, while the unread body is discarded.
@@ -143,14 +146,19 @@ class _Connection(RequestHandler):
         busy = bool(self._messages) or (self._waiter is None and self._request_count > 0)
         if not busy:
             return False  # between requests or inside a request's headers: nothing to answer
-        pending = [p for _m, p in self._messages]
-        if self.latest is not None:
-            pending.append(self.latest.content)
         self.half_closed = True
+        latest = self.latest
+        if latest is not None and latest is self.answered:
+            # Its answer is out and its unread body is being discarded: that ends here.
+            latest.content.feed_eof()
+            latest = None
+        pending = [p for _m, p in self._messages]
+        if latest is not None:
+            pending.append(latest.content)
         for payload in pending:
             if not payload.is_eof():
                 # The body can never be completed: the request is answered 400 at once, and
-                # there is nothing left to discard.
+                # there is nothing left to discard after it.
                 self._lingering_time = 0.0
                 payload.set_exception(
                     ConnectionResetError("the sender closed before the body was complete")
