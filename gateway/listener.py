@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from aiohttp import http_exceptions, web
@@ -77,8 +77,12 @@ def parser_refusal(exc: BaseException | None) -> Rejection:
     return Rejection("malformed_request", "the request could not be parsed as HTTP/1.1")
 
 
-def asks_upgrade(connection: list[str]) -> bool:
-    """Whether a request's ``Connection`` header lists the ``upgrade`` option."""
+def asks_upgrade(headers: Mapping[str, str]) -> bool:
+    """Whether a request asks for a protocol switch: an ``Upgrade`` header and the ``upgrade``
+    option in ``Connection`` (what aiohttp's parser acts on)."""
+    if "Upgrade" not in headers:
+        return False
+    connection = [v for k, v in headers.items() if k.lower() == "connection"]
     return any(
         token.strip().lower() == "upgrade" for value in connection for token in value.split(",")
     )
@@ -122,11 +126,7 @@ class _Connection(RequestHandler):
     ) -> tuple[web.StreamResponse, bool]:
         body_unread = not request.content.is_eof()
         last = self.half_closed and not self._messages
-        if not resp.prepared and (
-            body_unread
-            or last
-            or asks_upgrade([v for k, v in request.headers.items() if k.lower() == "connection"])
-        ):
+        if not resp.prepared and (body_unread or last or asks_upgrade(request.headers)):
             resp.force_close()
         done = await super().finish_response(request, resp, start_time)
         self.answered = request
