@@ -213,6 +213,7 @@ async def test_a_parser_refusal_is_a_counted_json_400_that_logs_no_header_value(
 async def test_a_flood_of_parser_refusals_is_sampled_in_the_log_and_counted_in_full() -> None:
     async with world() as w:
         now = [1000.0]
+        assert w.running is not None
         recorder: Recorder = w.running.gateway.recorder
         recorder.access = AccessLog(max_rejections_per_second=3, clock=lambda: now[0])
         before = await requests_total(w, "malformed_request")
