@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from gateway.config import LimitsConfig
 from gateway.errors import Rejection
 
-__all__ = ["Admission", "check_request", "route_path", "unverified_cap"]
+__all__ = ["Admission", "check_request", "origin_form", "route_path", "unverified_cap"]
 
-_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
-_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
+# A dot segment in any escaped form, also when ";params" follow it: servlet containers strip
+# the parameters of each segment and then resolve "..;x" as "..".
+_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|;|$)", re.IGNORECASE)
+# "%2F", "%5C", a backslash, or an empty segment ("//"): proxies and frameworks that merge
+# slashes (nginx's default) would serve "/hooks//payments" from "/hooks/payments".
+_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\|//", re.IGNORECASE)
+# RFC 9112 3.2.2 absolute-form: scheme "://" authority, then the path and query.
+_ABSOLUTE_FORM_RE = re.compile(r"https?://([^/?#]*)(.*)", re.IGNORECASE | re.DOTALL)
 
 
 def _encodable(value: str) -> bool:
@@ -27,6 +33,17 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def origin_form(raw_target: str) -> str | None:
+    """The origin-form of an absolute-form target (``http://host/hook?x`` -> ``/hook?x``), or
+    None when ``raw_target`` is not one. The authority is dropped, never used: the upstream is
+    always the configured one (RFC 9112 3.2.2 says a server MUST accept this form)."""
+    m = _ABSOLUTE_FORM_RE.fullmatch(raw_target)
+    if m is None or not m.group(1):
+        return None
+    rest = m.group(2)
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def route_path(raw_target: str) -> str:

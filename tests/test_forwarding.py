@@ -548,21 +548,24 @@ async def test_dribbled_headers_on_a_kept_alive_connection_are_408() -> None:
 
 # -- request targets -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "target",
+    ("target", "seen"),
     [
-        "http://evil.example/hook",
-        "http://127.0.0.1:1/hook?x=1",
-        "https://evil.example:443/",
+        ("http://evil.example/hook", "/hook"),
+        ("http://127.0.0.1:1/hook?x=1", "/hook?x=1"),
+        ("https://evil.example:443/", "/"),
     ],
 )
-async def test_absolute_form_target_is_400(target: str, w: World) -> None:
+async def test_absolute_form_target_is_forwarded_by_its_path(
+    target: str, seen: str, w: World
+) -> None:
+    # RFC 9112 3.2.2 (issue 13 item 10): accepted, the authority ignored, never an open proxy.
     token = w.token(BODY)
     head = request_bytes(
         "POST", target, {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))}
     )
     raw = await raw_exchange(w.url, head + BODY)
-    assert raw_status(raw) == 400
-    assert w.backend.received == []
+    assert raw_status(raw) == 200
+    assert [r.path_qs for r in w.backend.received] == [seen]
 
 
 @pytest.mark.parametrize(
