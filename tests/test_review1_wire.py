@@ -25,4 +25,7 @@ async def test_a_fragment_cannot_hide_a_trailing_dot_segment(target: str) -> Non
         ).encode() + body
         raw = await exchange(w, data, half_close=True)
         served = [backend_view(r.path_qs) for r in w.backend.received]
-        assert raw_status(raw) == 400 and served == [], ([r.path_qs for r in w.backend.received], served)
+        assert raw_status(raw) == 400 and served == [], (
+            [r.path_qs for r in w.backend.received],
+            served,
+        )
