@@ -9,6 +9,7 @@ from tests.test_providers_e2e import gateway, issuers, new_id
 from tests.test_review1_providers import github_headers
 
 
+@pytest.mark.xfail(strict=True, reason="review1 #4: id_header may name a header the gateway sets")
 @pytest.mark.parametrize("header", ["X-Jwt-Issuer", "X-Jwt-Claims", "X-Request-Id", "X-Real-IP"])
 def test_id_header_cannot_be_a_header_the_gateway_sets(header: str) -> None:
     """The id is set last and replaces the gateway's own header; for GitHub and Shopify the
@@ -17,6 +18,7 @@ def test_id_header_cannot_be_a_header_the_gateway_sets(header: str) -> None:
     assert any("id_header" in p for p in found), found
 
 
+@pytest.mark.xfail(strict=True, reason="review1 #4: id_header may name a header the gateway sets")
 async def test_an_unsigned_delivery_id_can_overwrite_the_issuer_header() -> None:
     def extra(provider: str, mode: str) -> dict[str, str]:
         return {"id_header": "X-Jwt-Issuer"} if provider == "github" else {}
@@ -29,6 +31,7 @@ async def test_an_unsigned_delivery_id_can_overwrite_the_issuer_header() -> None
         assert g.backend.received[-1].headers["x-jwt-issuer"] == "github-strip"
 
 
+@pytest.mark.xfail(strict=True, reason="review1 #6: tolerance_seconds is unbounded")
 @pytest.mark.parametrize("kind", ["stripe", "slack"])
 def test_tolerance_seconds_is_bounded_like_dedupe_seconds(kind: str) -> None:
     """A year of tolerance disables the timestamp check and keeps every key for two years."""
