@@ -30,6 +30,7 @@ __all__ = [
     "check_signature",
     "check_webhook_headers",
     "replay_key",
+    "webhook_header_family",
 ]
 
 _MSG_ID_RE = re.compile(r"[\x21-\x7e]{1,256}")
@@ -44,17 +45,33 @@ class PendingWebhook(Pending):
     signatures: str = ""
 
 
+# The Standard Webhooks names, then the svix libraries' own (same meaning, same format).
+HEADER_FAMILIES = ("webhook", "svix")
+
+
+def webhook_header_family(headers: Headers) -> str:
+    """Which header names carry the signature: ``webhook-*`` when any of them is present,
+    else ``svix-*`` when any of those is, as the svix libraries' ``verify`` reads them. Never
+    a mix: the id, timestamp and signature must come from one sender's set."""
+    for family in HEADER_FAMILIES:
+        if any(f"{family}-{part}" in headers for part in ("id", "timestamp", "signature")):
+            return family
+    return HEADER_FAMILIES[0]
+
+
 def check_webhook_headers(
     headers: Headers, cfg: StandardWebhooksConfig, now: float
 ) -> tuple[str, str, str]:
-    """``webhook-id``, the timestamp and the signature list, once present, well formed and in
-    the tolerance window."""
-    msg_id = headers.get("webhook-id")
-    timestamp = headers.get("webhook-timestamp")
-    signatures = headers.get("webhook-signature")
+    """``webhook-id``, the timestamp and the signature list (or their ``svix-`` twins), once
+    present, well formed and in the tolerance window."""
+    family = webhook_header_family(headers)
+    msg_id = headers.get(f"{family}-id")
+    timestamp = headers.get(f"{family}-timestamp")
+    signatures = headers.get(f"{family}-signature")
     if msg_id is None or timestamp is None or signatures is None:
         raise Rejection(
-            "missing_token", "webhook-id, webhook-timestamp and webhook-signature are required"
+            "missing_token",
+            f"{family}-id, {family}-timestamp and {family}-signature are required",
         )
     if not _MSG_ID_RE.fullmatch(msg_id):
         raise Rejection("malformed_token", "webhook-id is not 1-256 printable characters")
