@@ -132,7 +132,9 @@ class StandardWebhooksAuthenticator:
         self.issuer = issuer
         self.cfg = issuer.standard_webhooks
 
-    async def authenticate(self, headers: Headers, path: str, now: float) -> PendingWebhook:
+    async def authenticate(
+        self, headers: Headers, path: str, now: float, query: str = ""
+    ) -> PendingWebhook:
         try:
             msg_id, ts, signatures = check_webhook_headers(headers, self.cfg, now)
         except Rejection as r:
