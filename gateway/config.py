@@ -58,6 +58,7 @@ SUPPORTED_ALGORITHMS = (
 )  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+READINESS = ("per_issuer", "all_issuers")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -209,6 +210,10 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    # per_issuer: /readyz is 200 once the replay store answers and every issuer's first key
+    # fetch was tried; an issuer without usable keys answers its own pushes 503. all_issuers:
+    # 503 until every JWT issuer has a usable key set.
+    readiness: str = "per_issuer"
     # Mounted secrets the config reads (token_files, secret_files): a change reloads the config.
     # Not a YAML key (metadata "derived"): what the loader read besides the file itself.
     secret_files: tuple[str, ...] = field(default=(), compare=False, metadata={"derived": True})
@@ -1034,6 +1039,7 @@ def _parse(data: Any) -> tuple[Config, list[str]]:
     limits = _limits(top.section("limits"))
     replay = _replay(top.section("replay"))
     forward = _forward(top.section("forward"))
+    readiness = top.choice("readiness", defaults.readiness, READINESS)
     issuers = _issuers(top)
     top.finish()
     _cross_checks(issuers, workers, replay, listen, admin_listen, problems)
@@ -1048,6 +1054,7 @@ def _parse(data: Any) -> tuple[Config, list[str]]:
         limits=limits,
         replay=replay,
         forward=forward,
+        readiness=readiness,
         secret_files=_secret_paths(issuers),
     )
     return config, problems.lines
