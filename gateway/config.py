@@ -872,7 +872,11 @@ def _with_profile(s: _Section) -> tuple[_Section, str | None]:
     profile = s.read("profile", None, check, "one of " + ", ".join(PROFILES))
     if profile is None:
         return s, None
+    discovers = any(k in s.data for k in ("discovery", "discovery_url"))
     for key in REQUIRED[profile]:
+        # OIDC discovery names the key set instead of jwks_url.
+        if key == "jwks_url" and discovers:
+            continue
         if key not in s.data:
             s.problems.add(s.at(key), f"is required with profile {profile}")
     merged = apply_profile(profile, dict(s.data))
