@@ -176,6 +176,15 @@ def upstream_headers(
     if issuer.static_token is not None and not forward.keep_token:
         # The notification token is a credential, like Authorization: the backend never sees it.
         secrets = frozenset(_norm(h) for h in issuer.static_token.headers)
+    location = issuer.token_from
+    kept = forward.keep_token or (issuer.type == "jwt" and location.keep_token)
+    if issuer.type == "jwt" and location.header is not None and not kept:
+        # The header that carried the JWT (token_from), like Authorization: never forwarded.
+        secrets = secrets | {_norm(location.header)}
+    # Authorization is a credential whoever sent it: kept only when it is the kept token.
+    keep_authorization = forward.keep_token or (
+        kept and (location.header or "").lower() == "authorization"
+    )
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         n = _norm(name)
@@ -185,7 +194,7 @@ def upstream_headers(
             or n in _NOT_COPIED
             or n in gateway_headers
             or n.startswith(prefix)
-            or (n == "authorization" and not forward.keep_token)
+            or (n == "authorization" and not keep_authorization)
             or n in secrets
             or n in stripped
         ):

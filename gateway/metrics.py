@@ -169,6 +169,14 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=r,
         )
+        self.issuer_ready = Gauge(
+            "jwksgate_issuer_ready",
+            "1 when the issuer has a usable key set, else 0 (its pushes are answered 503 "
+            "jwks_unavailable).",
+            ["issuer"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "jwksgate_config_reloads",
             "Configuration reloads by result (success, failure).",
@@ -210,6 +218,7 @@ class Metrics:
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""
         self.jwks_keys.labels(issuer=name).set(0)
+        self.issuer_ready.labels(issuer=name).set(0)
         self.jwks_age.labels(issuer=name).set(-1)
         self.jwks_last_success.labels(issuer=name).set(0)
         for result in ("success", "failure", "not_modified"):

@@ -24,6 +24,7 @@ from gateway.forward_headers import upstream_headers
 from gateway.metrics import Metrics, status_class
 from gateway.replay import ReplayStore
 from gateway.runtime import Runtime, Runtimes
+from gateway.token_from import forwarded_path
 
 __all__ = ["Pipeline"]
 
@@ -94,7 +95,8 @@ class Pipeline:
             attempt.issuer, attempt.handshake = echo[0].name, True
             return echo_answer(echo[1])
         authn = rt.authenticator(owners)
-        pending = await authn.authenticate(request.headers, path, self.clock())
+        query = request.raw_path.partition("?")[2]
+        pending = await authn.authenticate(request.headers, path, self.clock(), query)
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
         with self.admission.body_wait(limits, authenticated=pending.authenticated):
             body = await read_body(request, started, limits)
@@ -152,8 +154,12 @@ class Pipeline:
         )
         if omitted:
             self.metrics.claim_headers_omitted.labels(issuer=verified.issuer.name).inc(omitted)
+        spec = verified.issuer.token_from
+        path_qs = forwarded_path(
+            request.raw_path, spec, spec.keep_token or rt.config.forward.keep_token
+        )
         try:
-            return await rt.upstream.open(request.method, request.raw_path, headers, body)
+            return await rt.upstream.open(request.method, path_qs, headers, body)
         except BaseException as e:
             # Not delivered, whatever went wrong (no answer, a timeout, the drain's grace cut it
             # off, a bug): the sender's retry of this very token must be accepted, on this
