@@ -59,6 +59,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time ``pid`` has spent runnable but waiting for a CPU (/proc/<pid>/schedstat, field 2);
+    0 where the kernel does not keep it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def load_1m() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -180,11 +189,12 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
             samples: list[dict[str, Any]] = []
             lag = LoopLag()
             lag.start()
-            last_cpu = [cpu_seconds(pid), time.monotonic()]
+            last_cpu = [cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)]
             last_errors: collections.Counter[str] = collections.Counter()
 
             def sample(elapsed: float) -> dict[str, Any]:
-                cpu, at = cpu_seconds(pid), time.monotonic()
+                cpu, at, waited = cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)
+                span = max(at - last_cpu[1], 1e-3)
                 new_errors = errors - last_errors
                 last_errors.clear()
                 last_errors.update(errors)
@@ -197,13 +207,16 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                     "fds": open_fds(pid),
                     # What the machine was doing: the gateway's CPU share over the interval, the
                     # 1-minute load (2 cores here), the sender's own worst loop lag.
-                    "gw_cpu_pct": round(100 * (cpu - last_cpu[0]) / max(at - last_cpu[1], 1e-3)),
+                    "gw_cpu_pct": round(100 * (cpu - last_cpu[0]) / span),
+                    # Time the gateway was ready to run but had no CPU, per second: well above
+                    # its CPU time means the machine, not the gateway, sets the latency.
+                    "gw_wait_ms_per_s": round(1000 * (waited - last_cpu[2]) / span),
                     "load1": load_1m(),
                     "sender_lag_ms": lag.take(),
                 }
                 if new_errors:
                     s["new_errors"] = dict(new_errors)
-                last_cpu[:] = [cpu, at]
+                last_cpu[:] = [cpu, at, waited]
                 if redis is not None and redis.proc is not None:
                     s["redis_rss_mib"] = round(rss_kib(redis.proc.pid) / 1024, 1)
                 samples.append(s)
@@ -247,6 +260,7 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                 "rss_mib_max": max(s["rss_mib"] for s in samples),
                 "fds_first_last": [samples[0]["fds"], last["fds"]],
                 "sender_lag_ms_max": max(s["sender_lag_ms"] for s in samples),
+                "gw_wait_ms_per_s_max": max(s["gw_wait_ms_per_s"] for s in samples),
                 "load1_max": max(s["load1"] for s in samples),
             }
 
