@@ -146,6 +146,9 @@ class ForwardConfig:
     trusted_hops: int = 0
     # Client-sent forwarding headers (of CLIENT_FORWARDING_HEADERS) passed on unchanged.
     preserve_headers: tuple[str, ...] = ()
+    # The stable per-push key the backend de-duplicates on (IETF draft-ietf-httpapi-idempotency-
+    # key-header); "" sends none. An inbound copy is always removed.
+    idempotency_header: str = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -761,6 +764,23 @@ def _replay(s: _Section) -> ReplayConfig:
     return cfg
 
 
+# Headers the idempotency key may not take the place of (framing, credentials, the gateway's own).
+_RESERVED_FORWARD_HEADERS = frozenset(
+    {
+        "authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-jwt-issuer",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
+
+
 def _forward(s: _Section) -> ForwardConfig:
     d = ForwardConfig()
     cfg = ForwardConfig(
@@ -768,9 +788,16 @@ def _forward(s: _Section) -> ForwardConfig:
         claims_header=s.string("claims_header", d.claims_header),
         keep_token=s.boolean("keep_token", d.keep_token),
         **_client_forwarding(s),
+        idempotency_header=s.string("idempotency_header", d.idempotency_header),
     )
     _header_name(s, s.at("header_prefix"), cfg.header_prefix)
     _header_name(s, s.at("claims_header"), cfg.claims_header)
+    if cfg.idempotency_header:
+        _header_name(s, s.at("idempotency_header"), cfg.idempotency_header)
+        if cfg.idempotency_header.lower() in _RESERVED_FORWARD_HEADERS | {
+            cfg.claims_header.lower()
+        }:
+            s.problems.add(s.at("idempotency_header"), "names a header the gateway sets itself")
     s.finish()
     return cfg
 
@@ -1222,6 +1249,7 @@ def _parse(data: Any) -> tuple[Config, list[str]]:
     issuers = _issuers(top)
     top.finish()
     _cross_checks(issuers, workers, replay, listen, admin_listen, problems)
+    _check_idempotency_header(issuers, forward, problems)
     config = Config(
         issuers=tuple(issuers),
         listen=listen,
@@ -1358,6 +1386,19 @@ def _read_text(path: str) -> str:
 def _no_password() -> bytes:
     # An encrypted key would otherwise make OpenSSL prompt on the terminal and hang.
     return b""
+
+
+def _check_idempotency_header(
+    issuers: list[IssuerConfig], forward: ForwardConfig, problems: _Problems
+) -> None:
+    name = forward.idempotency_header.lower()
+    for i, iss in enumerate(issuers):
+        for claim, header in iss.forward_claims:
+            if name and header.lower() == name:
+                problems.add(
+                    f"issuers[{i}].forward_claims.{claim}",
+                    f"{header} is forward.idempotency_header",
+                )
 
 
 def _check_ca(problems: _Problems, at: str, path: str | None) -> None:
