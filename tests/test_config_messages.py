@@ -37,10 +37,8 @@ def test_an_unknown_key_comes_before_the_required_key_it_may_stand_for() -> None
 
 def test_a_misspelt_type_comes_before_what_the_default_type_then_requires() -> None:
     found = problems({"issuers": [{"name": "a", "type": "static_tokens"}]})
-    assert found[0] == (
-        "issuers[0].type: must be one of jwt, static_token, standard_webhooks, "
-        'not "static_tokens"; did you mean static_token?'
-    )
+    assert found[0].startswith("issuers[0].type: must be one of jwt, static_token, "), found
+    assert found[0].endswith('not "static_tokens"; did you mean static_token?'), found
     assert found[1:] == ["issuers[0].jwks_url: is required"]
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import config as gateway_config
-from gateway.config import Config, ForwardConfig, Listen
-from gateway.errors import REASONS, status_table
+from gateway.config import Config, ForwardConfig, Listen, parse_config
+from gateway.errors import REASONS, ConfigError, status_table
 from gateway.forward_headers import gateway_header_names
 from gateway.metrics import Metrics
 
@@ -53,8 +53,42 @@ def _dataclass_in(hint: Any) -> type | None:
     return None
 
 
-def config_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(YAML key path, default) of every leaf key; ``issuers[]`` stands for each issuer."""
+# Issuer sections read only for the issuer type of the same name.
+_TYPED_SECTIONS = ("static_token", "standard_webhooks", *gateway_config.PROVIDER_TYPES)
+
+
+def accepted(path: str) -> bool:
+    """Whether the loader reads ``path`` (it reports every key it does not as "unknown key").
+    Some dataclass fields are fixed by the code, not the config (a provider's header names)."""
+    parts = path.split(".")
+    data: dict[str, Any] = {}
+    node = data
+    shown_path = path
+    if parts[0] == "issuers[]":
+        issuer: dict[str, Any] = {"name": "a"}
+        data["issuers"] = [issuer]
+        parts = parts[1:]
+        if len(parts) == 2 and parts[0] in _TYPED_SECTIONS:
+            issuer["type"] = parts[0]
+        node = issuer
+        shown_path = "issuers[0]." + ".".join(parts)
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = "x"
+    try:
+        parse_config(data)
+    except ConfigError as e:
+        return not any(line.startswith(f"{shown_path}: unknown key") for line in e.problems)
+    return True
+
+
+def config_keys() -> Iterator[tuple[str, Any]]:
+    """(YAML key path, default) of every key the loader reads; ``issuers[]`` is each issuer."""
+    return ((path, default) for path, default in dataclass_keys() if accepted(path))
+
+
+def dataclass_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key path, default) of every leaf field of the config dataclasses."""
     hints = typing.get_type_hints(cls, vars(gateway_config))
     for f in dataclasses.fields(cls):
         if f.metadata.get("derived"):
@@ -73,7 +107,7 @@ def config_keys(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any
                 default = dict(default)
             yield path, default
             continue
-        yield from config_keys(inner, path + ("[]." if path == "issuers" else "."))
+        yield from dataclass_keys(inner, path + ("[]." if path == "issuers" else "."))
 
 
 def shown(default: Any) -> str:
@@ -114,6 +148,9 @@ def test_the_walk_finds_the_config_keys() -> None:
     assert keys["issuers[].static_token.token_files"] == ()
     assert keys["issuers[].name"] == REQUIRED
     assert "secret_files" not in keys  # derived, not a YAML key
+    assert "issuers[].github.secrets" in keys
+    assert "issuers[].github.signature_header" not in keys  # fixed by GitHub, not configurable
+    assert accepted("limits.max_body_bytes") and not accepted("limits.max_body")
     assert len(keys) > 60
 
 
