@@ -262,6 +262,7 @@ def test_expected_alerts_exist() -> None:
         "JwksgateUpstreamErrors",
         "JwksgateReplayStoreDown",
         "JwksgateNotReady",
+        "JwksgateIssuerKeysUnavailable",
     }
 
 
