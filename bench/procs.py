@@ -20,6 +20,7 @@ __all__ = [
     "cpu_busy_ticks",
     "free_port",
     "start",
+    "run_quiet",
     "start_redis",
     "wait_http_ok",
     "wait_port",
@@ -43,9 +44,12 @@ def free_port() -> int:
             return port
 
 
-def wait_port(port: int, limit: float = 20.0) -> None:
+def wait_port(port: int, limit: float = 30.0, proc: Proc | None = None) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            tail = proc.log.read_text(errors="replace")[-1500:] if proc.log.exists() else ""
+            raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}: {tail}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -169,18 +173,24 @@ def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
     return Proc(name=name, popen=popen, log=log)
 
 
-def start_redis(logdir: Path) -> tuple[Proc, int]:
+def run_quiet(cmd: list[str]) -> str:
+    """Run ``cmd``; "" when it exits 0, else its output (for an error message)."""
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    return "" if res.returncode == 0 else (res.stdout + res.stderr)[-2000:]
+
+
+def start_redis(logdir: Path, name: str = "redis") -> tuple[Proc, int]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (bench/run installs it with apt)")
     port = free_port()
-    workdir = logdir / "redis"
+    workdir = logdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     proc = start(
-        "redis",
+        name,
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
         logdir,
     )  # fmt: skip
-    wait_port(port)
+    wait_port(port, proc=proc)
     return proc, port
