@@ -49,11 +49,12 @@ class SetupCheck:
                 "outcomes": [asdict(o) for o in self.outcomes]}  # fmt: skip
 
     def failures(self) -> list[str]:
-        return [
-            f"{o.name}: got {o.status}, expected {o.expected}{' (' + o.note + ')' if o.note else ''}"
-            for o in self.outcomes
-            if not o.ok
-        ]
+        out = []
+        for o in self.outcomes:
+            if not o.ok:
+                note = f" ({o.note})" if o.note else ""
+                out.append(f"{o.name}: got {o.status}, expected {o.expected}{note}")
+        return out
 
 
 def _post(url: str, path: str, body: bytes, token: str | None) -> tuple[int, bytes]:

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["describe_machine"]
 
 _VERSION_COMMANDS = {
-    "wrk": (["wrk", "--version"], r"wrk [0-9.]+\S*"),
+    "wrk": (["wrk", "--version"], r"wrk \S+"),
     "redis": (["redis-server", "--version"], r"v=[0-9.]+"),
     "nginx": (["nginx", "-v"], r"nginx/[0-9.]+"),
     "apache": (["apache2", "-v"], r"Apache/[0-9.]+"),

@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +42,7 @@ DEFAULT_OUT = ROOT / "bench" / "out"
 class Options:
     out: Path = DEFAULT_OUT
     rounds: int = 5
-    duration: float = 3.0
+    duration: float = 2.0
     warmup: float = 2.0
     concurrency: tuple[int, ...] = (16, 64)
     bodies: tuple[int, ...] = (1024, 65536)
@@ -49,7 +50,7 @@ class Options:
     only: tuple[str, ...] = ()  # setup names; empty: all
     # The most requests per second a round is given tokens for (small and large bodies): bounds
     # the token pools and wrk's memory. A setup faster than this ends its round early ("short").
-    token_rps: tuple[float, float] = (12000.0, 5000.0)
+    token_rps: tuple[float, float] = (8000.0, 4000.0)
     sign_processes: int | None = None
     quiet: bool = False
 
@@ -93,12 +94,17 @@ def _token_rps(opts: Options, body: int) -> float:
 
 
 def pool_sizes(opts: Options) -> dict[int, int]:
-    """Tokens per body size: the most one replay-checking setup can use in the whole run."""
-    seconds_per_body = len(opts.concurrency) * opts.rounds * max(1, round(opts.duration))
+    """Tokens per body size: the most one replay-checking setup can use in the whole run (every
+    round takes at most ``token_rps`` x its seconds, and skips the tokens possibly in flight)."""
     out = {}
+    skip = max(opts.concurrency) + 8
     for body in opts.bodies:
-        warm = max(1, round(opts.warmup)) if opts.warmup > 0 and body == opts.bodies[0] else 0
-        out[body] = int(_token_rps(opts, body) * (seconds_per_body + warm)) + 2000
+        per_second = _token_rps(opts, body)
+        seconds = max(1, round(opts.duration))
+        need = len(opts.concurrency) * opts.rounds * (int(per_second * seconds) + 1 + skip)
+        if opts.warmup > 0 and body == opts.bodies[0]:
+            need += int(per_second * max(1, round(opts.warmup))) + 1 + skip
+        out[body] = need + 100
     return out
 
 
@@ -199,10 +205,10 @@ def environment(opts: Options, specs: list[setups.SetupSpec]) -> Iterator[Env]:
         )
     jwks_path = out / "jwks.json"
     jwks_path.write_bytes(keys.jwks)
-    for f in (cert.ca, public_key, out / "keys", out / "tls"):
-        f.chmod(0o755 if f.is_dir() else 0o644)  # read by www-data (Apache's child)
     started: list[procs.Proc] = []
     env: Env | None = None
+    shared = Path(tempfile.mkdtemp(prefix="jwksgate-bench-"))
+    shared.chmod(0o755)
     try:
         backend_port, jwks_port, jwks_tls_port = (procs.free_port() for _ in range(3))
         backend = procs.start(
@@ -226,6 +232,7 @@ def environment(opts: Options, specs: list[setups.SetupSpec]) -> Iterator[Env]:
             jwks_https_url=f"https://127.0.0.1:{jwks_tls_port}/jwks.json",
             ca_file=cert.ca,
             public_key=public_key,
+            shared_dir=shared,
             loop=opts.loop,
         )
         env = Env(opts, keys, body_files, token_files, need, backend)
@@ -249,6 +256,11 @@ def environment(opts: Options, specs: list[setups.SetupSpec]) -> Iterator[Env]:
                     r.stop()
         for p in reversed(started):
             p.stop()
+        # The C peers' logs are kept with the others; then the shared directory goes.
+        for log in shared.glob("*/error.log"):
+            with contextlib.suppress(OSError):
+                shutil.copyfile(log, logdir / f"{log.parent.name}-error.log")
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def snapshot(out: Path) -> dict[str, Any]:
@@ -354,8 +366,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--warmup", type=float)
     p.add_argument("--concurrency", help="e.g. 16,64")
     p.add_argument("--bodies", help="body sizes in bytes, e.g. 1024,65536")
-    p.add_argument("--loop", choices=("asyncio", "uvloop"),
-                   help="event loop of jwksgate and the aiohttp peers (default asyncio)")
+    p.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        help="event loop of jwksgate and the aiohttp peers (default asyncio)",
+    )
     p.add_argument("--token-rps", help="small,large: the most req/s a round has tokens for")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)

@@ -160,10 +160,14 @@ frontend verify
     bind 127.0.0.1:{port}
     http-request deny deny_status 401 unless {{ req.hdr(authorization) -m beg "Bearer " }}
     http-request set-var(txn.bearer) http_auth_bearer
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify("RS256","{public_key}") -m int 1 }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.iss') -m str {policy.issuer} }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_payload_query('$.aud') -m str {policy.audience} }}
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+    http-request deny deny_status 401 unless {{ var(txn.alg) -m str RS256 }}
+    http-request set-var(txn.sig) var(txn.bearer),jwt_verify("RS256","{public_key}")
+    http-request deny deny_status 401 unless {{ var(txn.sig) -m int 1 }}
+    http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('$.iss')
+    http-request deny deny_status 401 unless {{ var(txn.iss) -m str {policy.issuer} }}
+    http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('$.aud')
+    http-request deny deny_status 401 unless {{ var(txn.aud) -m str {policy.audience} }}
     http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
     http-request set-var(txn.now) date
     http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}

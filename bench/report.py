@@ -89,11 +89,23 @@ def ratios(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def check_line(check: dict[str, Any]) -> str:
-    parts = []
-    for o in check["outcomes"]:
-        mark = str(o["status"]) if o["enforced"] else f"{o['status']} (not checked)"
-        parts.append(f"{o['name']} {mark}")
-    return ", ".join(parts)
+    """``valid 200, claims ok; refused: no_token 401, ...; not checked: body_hash 200``."""
+    o = check["outcomes"]
+    valid = [f"{x['name'].replace('_', ' ')} {x['status']}" for x in o if x["name"] == "valid"]
+    claims = [x for x in o if x["name"] == "claims_reach_backend"]
+    head = ", ".join(valid + [f"claims {'ok' if x['ok'] else 'MISSING'}" for x in claims])
+    refused = [
+        f"{x['name']} {x['status']}{'' if x['ok'] else ' FAILED'}"
+        for x in o
+        if x["enforced"] and x["name"] not in ("valid", "claims_reach_backend")
+    ]
+    loose = [f"{x['name']} {x['status']}" for x in o if not x["enforced"]]
+    parts = [head]
+    if refused:
+        parts.append("refused: " + ", ".join(refused))
+    if loose:
+        parts.append("not checked: " + ", ".join(loose))
+    return "; ".join(parts)
 
 
 def _f(x: float, digits: int = 2) -> str:
@@ -152,8 +164,8 @@ def render(results: dict[str, Any], chart_name: str | None = None) -> str:
                   "| ratio | target | " + " | ".join(cells) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in cells) + " |"]  # fmt: skip
         for r in RATIOS:
-            row = {x["cell"]: x for x in rs
-                   if (x["setup"], x["peer"], x["metric"]) == (r.setup, r.peer, r.metric)}  # fmt: skip
+            key = (r.setup, r.peer, r.metric)
+            row = {x["cell"]: x for x in rs if (x["setup"], x["peer"], x["metric"]) == key}
             if not row:
                 continue
             target = "" if r.target is None else f"≤ {r.target:g}"

@@ -53,7 +53,9 @@ async def upstream(port: int) -> None:
         await server.shutdown(1.0)
 
 
-async def jwks(port: int, document: bytes, tls_port: int | None, tls: ssl.SSLContext | None) -> None:
+async def jwks(
+    port: int, document: bytes, tls_port: int | None, tls: ssl.SSLContext | None
+) -> None:
     async def handler(_: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 

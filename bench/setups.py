@@ -90,9 +90,10 @@ def missing_program(spec: SetupSpec) -> str | None:
         program, package = _PROGRAMS[spec.kind]
         if _which(program) is None:
             return f"{spec.name}: skipped, {program} is not installed ({package})"
-        if spec.kind == "apache" and not (
-            peer_configs.APACHE_MODULES / "mod_auth_openidc.so"
-        ).exists():
+        if (
+            spec.kind == "apache"
+            and not (peer_configs.APACHE_MODULES / "mod_auth_openidc.so").exists()
+        ):
             return f"{spec.name}: skipped, mod_auth_openidc is not installed ({package})"
     if spec.store == "redis" and _which("redis-server") is None:
         return f"{spec.name}: skipped, redis-server is not installed (Debian package redis-server)"
@@ -110,6 +111,9 @@ class Context:
     jwks_https_url: str
     ca_file: Path
     public_key: Path
+    # A world-readable directory of its own under /tmp for what the C peers' unprivileged
+    # workers read at run time (the bench's output directory may be private, e.g. pytest's).
+    shared_dir: Path | None = None
     loop: str = "asyncio"
     jti_entries: int = 2_000_000
 
@@ -135,13 +139,12 @@ class Running:
 
 
 def _workdir(ctx: Context, name: str) -> Path:
-    d = ctx.out / "run" / name
+    """Where a C peer's config, logs and temp files go: under ``shared_dir`` when there is one
+    (Apache's and nginx's workers drop root for www-data / nobody and must reach them)."""
+    base = ctx.shared_dir if ctx.shared_dir is not None else ctx.out / "run"
+    d = base / name
     d.mkdir(parents=True, exist_ok=True)
-    # Apache and nginx workers drop root for www-data / nobody: they must reach their files.
-    for p in (d, *d.parents):
-        if p == ctx.out.parent:
-            break
-        os.chmod(p, 0o755)
+    d.chmod(0o755)
     return d
 
 
@@ -213,9 +216,12 @@ def _start_apache(ctx: Context, spec: SetupSpec, logdir: Path) -> Running:
     policy = peer_configs.Policy(issuer=tokens.ISSUER, audience=tokens.AUDIENCE,
                                  sub_header="X-Jwt-Sub")  # fmt: skip
     run_as = "www-data" if os.getuid() == 0 else None
+    ca = w / "ca.pem"
+    shutil.copyfile(ctx.ca_file, ca)
+    ca.chmod(0o644)
     conf = w / "httpd.conf"
     conf.write_text(peer_configs.apache_conf(
-        port, ctx.backend_port, ctx.jwks_https_url, ctx.ca_file, w, policy, run_as
+        port, ctx.backend_port, ctx.jwks_https_url, ca, w, policy, run_as
     ))  # fmt: skip
     binary = _which("apache2") or "apache2"
     p = procs.start(spec.name, [binary, "-f", str(conf), "-DFOREGROUND"], logdir)

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 __all__ = [
     "AUDIENCE",
     "ISSUER",
-    "SUBJECT",
     "MAX_TOKEN_AGE_SECONDS",
+    "SUBJECT",
     "Keys",
     "body_of_size",
     "ensure_keys",
