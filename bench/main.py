@@ -380,10 +380,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if a.tiny:
         opts = replace(opts, rounds=1, duration=1.0, warmup=0.0, concurrency=(2,),
                        bodies=(1024,), token_rps=(1500.0, 1500.0))  # fmt: skip
-    for name in ("rounds", "duration", "warmup", "out", "loop"):
+    for name in ("rounds", "duration", "warmup", "loop"):
         value = getattr(a, name)
         if value is not None:
             opts = replace(opts, **{name: value})
+    if a.out is not None:
+        # Child processes run elsewhere (from the code snapshot): paths must be absolute.
+        opts = replace(opts, out=a.out.resolve())
     if a.only:
         names = tuple(x.strip() for x in a.only.split(",") if x.strip())
         unknown = set(names) - {s.name for s in setups.SPECS}

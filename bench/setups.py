@@ -60,7 +60,7 @@ SPECS: tuple[SetupSpec, ...] = (
     SetupSpec("apache-openidc", "Apache 2.4 event MPM + mod_auth_openidc 2.4 (AuthType oauth20)",
               "apache", enforces=_VERIFYING, sub_header="X-Jwt-sub",
               cannot="cannot see the body (no body hash), no replay check"),
-    SetupSpec("haproxy", "HAProxy 2.6 jwt_verify, body SHA-256, jti stick table, 1 thread",
+    SetupSpec("haproxy", "HAProxy 2.6 jwt_verify, body SHA-256, jti stick table",
               "haproxy", enforces=_VERIFYING | {"body_hash", "replay"}, sub_header="X-Jwt-Sub",
               cannot="RS256 with one static PEM key (no JWKS, no kid, no rotation); replay "
                      "window is the stick table's (10 min, 2M entries, in memory)"),
