@@ -236,9 +236,10 @@ def environment(opts: Options, specs: list[setups.SetupSpec]) -> Iterator[Env]:
             loop=opts.loop,
         )
         env = Env(opts, keys, body_files, token_files, need, backend)
-        env.running["backend"] = setups.Running(
-            setups.SPECS[0], f"http://127.0.0.1:{backend_port}", [backend]
-        )
+        if any(spec.kind == "backend" for spec in specs):
+            env.running["backend"] = setups.Running(
+                setups.SPECS[0], f"http://127.0.0.1:{backend_port}", [backend]
+            )
         for spec in specs:
             if spec.kind == "backend":
                 continue

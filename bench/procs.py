@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,16 +33,24 @@ ROOT = Path(__file__).resolve().parent.parent
 # (see bench.main.snapshot), so that edits to the work tree during a run change nothing.
 CODE_DIR = ROOT
 _FORBIDDEN_PORTS = frozenset({8080})
+_PORTS = (20000, 32767)
+_GIVEN: set[int] = set()  # ports handed out by this process: never twice
 
 
 def free_port() -> int:
-    """A free loopback port (never 8080)."""
+    """A free loopback port below the kernel's ephemeral range (20000-32767, never 8080), so
+    that the port a child is told to bind is not taken meanwhile by some outgoing connection."""
     while True:
+        port = random.randint(_PORTS[0], _PORTS[1])
+        if port in _FORBIDDEN_PORTS or port in _GIVEN:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _FORBIDDEN_PORTS:
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
 
 
 def wait_port(port: int, limit: float = 30.0, proc: Proc | None = None) -> None:
