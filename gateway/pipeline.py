@@ -92,7 +92,7 @@ class Pipeline:
         echo = handshake.challenge(owners, request.method, request.query)
         if echo is not None:
             attempt.issuer, attempt.handshake = echo[0].name, True
-            return echo_answer(echo[1])
+            return echo_answer(echo[1], attempt.request_id)
         authn = rt.authenticator(owners)
         pending = await authn.authenticate(request.headers, path, self.clock())
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
@@ -115,7 +115,7 @@ class Pipeline:
         try:
             # The backend's status line has arrived: whatever happens to the rest of its answer,
             # the push was taken and its key is never released from here on.
-            return await rt.upstream.relay(request, up)
+            return await rt.upstream.relay(request, up, attempt.request_id)
         finally:
             attempt.upstream_seconds = time.perf_counter() - up_started
             self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(

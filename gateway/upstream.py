@@ -18,7 +18,7 @@ from yarl import URL
 
 from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
-from gateway.forward_headers import response_headers
+from gateway.forward_headers import REQUEST_ID_HEADER, response_headers
 
 __all__ = ["Upstream"]
 
@@ -73,14 +73,16 @@ class Upstream:
             ) from None
 
     async def relay(
-        self, request: web.BaseRequest, up: aiohttp.ClientResponse
+        self, request: web.BaseRequest, up: aiohttp.ClientResponse, request_id: str
     ) -> web.StreamResponse:
-        """The backend's response, unchanged but for hop-by-hop headers.
+        """The backend's response, unchanged but for hop-by-hop headers and ``X-Request-Id``,
+        which is the gateway's (the id the backend was sent and the access line names).
 
         The backend's status stands whatever happens to the rest of its answer (it took the
         push): a body that breaks off or stalls is cut short on the sender's connection too.
         """
         headers = response_headers(up.headers)
+        headers[REQUEST_ID_HEADER] = request_id
         size = up.content_length
         resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         if size is not None:
