@@ -93,6 +93,8 @@ class _LineHandler(logging.Handler):
             self.handleError(record)
             return
         self._pending.append(data)
+        if self._scheduled is not None and not self._scheduled.is_closed():
+            return  # a flush is due on this loop (asking for the running loop costs a getpid)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

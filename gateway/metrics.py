@@ -76,6 +76,7 @@ class Metrics:
     def __init__(self, issuers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._upstream_children: dict[str, Histogram] = {}
         r = self.registry
         self.requests = Counter(
             "jwksgate_requests",
@@ -230,6 +231,15 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_upstream(self, status: int | None, seconds: float) -> None:
+        """One backend answer's duration by status class (``None``: no answer at all); the
+        label children are cached like ``record_request``'s (at most six)."""
+        cls = "error" if status is None else status_class(status)
+        child = self._upstream_children.get(cls)
+        if child is None:
+            child = self._upstream_children[cls] = self.upstream_duration.labels(status_class=cls)
+        child.observe(seconds)
 
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""

@@ -26,6 +26,7 @@ log = logging.getLogger("jwksgate")
 
 # Responses up to this size are read whole (cheaper); larger or unsized ones are streamed.
 _BUFFERED_RESPONSE_BYTES = 256 * 1024
+_URL_CACHE_SIZE = 256
 
 
 class Upstream:
@@ -33,6 +34,7 @@ class Upstream:
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
+        self._urls: dict[str, URL] = {}
         tls: ssl.SSLContext | bool = True
         if cfg.ca_file or cfg.client_cert_file:
             tls = ssl.create_default_context(cafile=cfg.ca_file)
@@ -50,6 +52,18 @@ class Upstream:
             raise_for_status=False,
         )
 
+    def _url(self, path_qs: str) -> URL:
+        # encoded=True: the path and query go out exactly as received; yarl would otherwise
+        # requote them (%7E -> ~, %c3 -> %C3). Parsed URLs are kept for the paths pushes
+        # usually reuse; the bound keeps a sender varying its query from growing the cache.
+        url = self._urls.get(path_qs)
+        if url is None:
+            url = URL(self.cfg.url + path_qs, encoded=True)
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path_qs] = url
+        return url
+
     async def open(
         self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes
     ) -> aiohttp.ClientResponse:
@@ -57,9 +71,7 @@ class Upstream:
         try:
             return await self.session.request(
                 method,
-                # encoded=True: the path and query go out exactly as received; yarl would
-                # otherwise requote them (%7E -> ~, %c3 -> %C3).
-                URL(self.cfg.url + path_qs, encoded=True),
+                self._url(path_qs),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
