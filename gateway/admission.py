@@ -1,7 +1,8 @@
 """Admission: what is refused before any credential is looked at.
 
 ``check_request`` is pure (the request target, the header bytes, the declared length);
-``Admission`` holds the two process-wide bounds (draining, requests in flight).
+``Admission`` holds the process-wide bounds (draining, requests in flight, and among them the
+requests waiting for a body before their credential can be checked).
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from dataclasses import dataclass
 from gateway.config import LimitsConfig
 from gateway.errors import Rejection
 
-__all__ = ["Admission", "check_request", "route_path"]
+__all__ = ["Admission", "check_request", "origin_form", "route_path", "unverified_cap"]
 
-_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
-_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
+# A dot segment in any escaped form, also when ";params" follow it: servlet containers strip
+# the parameters of each segment and then resolve "..;x" as "..".
+_DOT_SEGMENT_RE = re.compile(r"(^|/)(\.|%2e){1,2}(/|;|$)", re.IGNORECASE)
+# "%2F", "%5C", a backslash, or an empty segment ("//"): proxies and frameworks that merge
+# slashes (nginx's default) would serve "/hooks//payments" from "/hooks/payments".
+_ESCAPED_SEPARATOR_RE = re.compile(r"%2f|%5c|\\|//", re.IGNORECASE)
+# RFC 9112 3.2.2 absolute-form: scheme "://" authority, then the path and query.
+_ABSOLUTE_FORM_RE = re.compile(r"https?://([^/?#]*)(.*)", re.IGNORECASE | re.DOTALL)
 
 
 def _encodable(value: str) -> bool:
@@ -26,6 +33,17 @@ def _encodable(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def origin_form(raw_target: str) -> str | None:
+    """The origin-form of an absolute-form target (``http://host/hook?x`` -> ``/hook?x``), or
+    None when ``raw_target`` is not one. The authority is dropped, never used: the upstream is
+    always the configured one (RFC 9112 3.2.2 says a server MUST accept this form)."""
+    m = _ABSOLUTE_FORM_RE.fullmatch(raw_target)
+    if m is None or not m.group(1):
+        return None
+    rest = m.group(2)
+    return rest if rest.startswith("/") else "/" + rest
 
 
 def route_path(raw_target: str) -> str:
@@ -53,12 +71,23 @@ def check_request(
             raise Rejection("malformed_request", "a header value is not valid UTF-8")
 
 
+def unverified_cap(limits: LimitsConfig) -> int:
+    """How many requests may wait for their body before their credential is checked (a
+    signature over the body): ``limits.max_unverified_inflight``, by default a quarter of
+    ``max_inflight``. The rest of ``max_inflight`` stays for pushes verified from headers."""
+    cap = limits.max_unverified_inflight
+    if cap is None:
+        cap = max(1, limits.max_inflight // 4)
+    return min(cap, limits.max_inflight)
+
+
 @dataclass
 class Admission:
     """The process-wide bounds: nothing new while draining, at most ``max_inflight`` at once."""
 
     draining: bool = False
     inflight: int = 0
+    unverified: int = 0
 
     @contextmanager
     def slot(self, limits: LimitsConfig) -> Iterator[None]:
@@ -71,3 +100,21 @@ class Admission:
             yield
         finally:
             self.inflight -= 1
+
+    @contextmanager
+    def body_wait(self, limits: LimitsConfig, *, authenticated: bool) -> Iterator[None]:
+        """Around the body read: a request not yet authenticated (its signature covers the
+        body) waits in the smaller pool of ``unverified_cap``; anyone can fill that pool with
+        slow bodies, but not the slots of senders whose credential already verified."""
+        if authenticated:
+            yield
+            return
+        if self.unverified >= unverified_cap(limits):
+            raise Rejection(
+                "overloaded", "too many unauthenticated request bodies in flight; retry shortly"
+            )
+        self.unverified += 1
+        try:
+            yield
+        finally:
+            self.unverified -= 1

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__, eventloop
+from gateway.admission import unverified_cap
 from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.providers import ProviderConfig, SlackConfig, StripeConfig
 
 __all__ = ["main", "summary"]
 
@@ -24,21 +26,42 @@ def summary(config: Config) -> str:
         f"  tls {'on' if config.tls else 'off'}",
         f"upstream {config.upstream.url} (timeout {config.upstream.timeout_seconds:g}s)",
         f"limits body {lim.max_body_bytes} B, headers {lim.header_timeout_seconds:g}s,"
-        f" body {lim.body_timeout_seconds:g}s, in flight {lim.max_inflight}",
+        f" body {lim.body_timeout_seconds:g}s, in flight {lim.max_inflight}"
+        f" (awaiting a body unauthenticated {unverified_cap(lim)})",
         f"replay {config.replay.store}"
         + (f" {config.replay.redis_url}" if config.replay.redis_url else "")
         + f" (max {config.replay.max_entries} entries)",
         f"forward prefix {config.forward.header_prefix}"
         f"  claims header {config.forward.claims_header}"
-        f"  keep_token {str(config.forward.keep_token).lower()}",
+        f"  keep_token {str(config.forward.keep_token).lower()}"
+        f"  trusted_hops {config.forward.trusted_hops}"
+        + (
+            f"  preserve {', '.join(config.forward.preserve_headers)}"
+            if config.forward.preserve_headers
+            else ""
+        ),
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:
-        lines += _issuer_lines(i)
+        lines += _issuer_lines(i, config.replay.max_entries)
     return "\n".join(lines)
 
 
-def _issuer_lines(i: IssuerConfig) -> list[str]:
+def _provider_line(p: ProviderConfig, max_entries: int) -> str:
+    line = f"      secrets {len(p.secrets)}  id header {p.id_header}"
+    line += f"  keep_signature {str(p.keep_signature).lower()}"
+    if isinstance(p, StripeConfig | SlackConfig):
+        line += f"  tolerance {p.tolerance_seconds:g}s"
+        if isinstance(p, SlackConfig):
+            line += f"  answer_challenge {str(p.answer_challenge).lower()}"
+        return line
+    # Every delivered id is kept for the whole window: what a memory store can hold says how
+    # many deliveries a second it takes, sustained, before it answers replay_store_full.
+    rate = max_entries / p.dedupe_seconds
+    return line + f"  dedupe {p.dedupe_seconds:g}s (memory store: <= {rate:.3g}/s sustained)"
+
+
+def _issuer_lines(i: IssuerConfig, max_entries: int) -> list[str]:
     head = f"  - {i.name}: type {i.type}  path {i.path_prefix}"
     head += f"  profile {i.profile}" if i.profile else ""
     head += "  handshake echo" if i.handshake == "echo" else ""
@@ -56,6 +79,8 @@ def _issuer_lines(i: IssuerConfig) -> list[str]:
             f"  tolerance {sw.tolerance_seconds:g}s  replay key webhook-id",
             forward,
         ]
+    if i.provider is not None:
+        return [head, _provider_line(i.provider, max_entries), forward]
     body = (
         f"{i.body_hash.claim} {i.body_hash.encoding} over {i.body_hash.over}"
         if i.body_hash
@@ -85,6 +110,18 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def _provider_issuer(config: Config | None, name: str | None, path: str) -> IssuerConfig | None:
+    """The provider issuer a request is explained for: named by --issuer, else owning --path."""
+    if config is None:
+        return None
+    if name is not None:
+        return next((i for i in config.issuers if i.name == name and i.provider), None)
+    from gateway.verify import candidates
+
+    owners = candidates(config.issuers, path)
+    return owners[0] if owners and owners[0].provider is not None else None
+
+
 def _explain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -95,12 +132,36 @@ def _explain(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config is None:
             return 2
+    body = Path(args.body).read_bytes() if args.body else None
+    provider = _provider_issuer(config, args.issuer, args.path)
+    if args.issuer is not None and provider is None:
+        known = [i.name for i in config.issuers if i.provider] if config else []
+        print(
+            f"explain: --issuer {args.issuer}: no such provider issuer in --config"
+            f" (provider issuers: {', '.join(known) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    if provider is not None:
+        from gateway.explain_provider import explain_provider, parse_header_lines
+
+        try:
+            headers = parse_header_lines(args.header)
+        except ValueError as e:
+            print(f"explain: {e}", file=sys.stderr)
+            return 2
+        answer = explain_provider(provider, headers, body, now=args.now)
+        print(answer.render())
+        return 0 if answer.verdict is None else 1
+    if args.token is None:
+        print("explain: a token is needed (or --issuer naming a provider issuer)", file=sys.stderr)
+        return 2
     token = sys.stdin.read() if args.token == "-" else args.token  # noqa: S105
     result = explain(
         token,
         config=config,
         path=args.path,
-        body=Path(args.body).read_bytes() if args.body else None,
+        body=body,
         jwks=Path(args.jwks).read_bytes() if args.jwks else None,
         fetch=fetch_jwks if args.fetch else None,
         now=args.now,
@@ -121,10 +182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config and print a summary")
     check.add_argument("file")
     exp = sub.add_parser("explain", help="say, check by check, why a token would pass or fail")
-    exp.add_argument("token", help='the token, "Bearer <token>", or - to read it from stdin')
+    exp.add_argument(
+        "token",
+        nargs="?",
+        help='the token, "Bearer <token>", or - to read it from stdin (not for a provider)',
+    )
     exp.add_argument("--config", help="the gateway config (default: one issuer, defaults)")
     exp.add_argument("--path", default="/", help="request path, for routing (default /)")
-    exp.add_argument("--body", help="file with the request body, to check the body hash")
+    exp.add_argument(
+        "--body",
+        "--body-file",
+        dest="body",
+        help="file with the request body (the raw bytes), for the body hash or a provider's MAC",
+    )
+    exp.add_argument(
+        "--issuer", help="explain a provider webhook (github, stripe, ...) for this issuer"
+    )
+    exp.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="a provider webhook's header, 'Name: value' (repeat for each)",
+    )
     exp.add_argument("--jwks", help="file with the issuer's JWKS, to check the signature")
     exp.add_argument(
         "--fetch", action="store_true", help="fetch the issuer's JWKS as the gateway does"

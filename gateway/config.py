@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -33,8 +34,18 @@ import yaml
 
 from gateway.errors import ConfigError
 from gateway.profiles import PROFILES, REQUIRED, apply_profile
+from gateway.providers import (
+    GitHubConfig,
+    GitLabConfig,
+    ProviderConfig,
+    ShopifyConfig,
+    SlackConfig,
+    StripeConfig,
+)
 
 __all__ = [
+    "CLIENT_FORWARDING_HEADERS",
+    "PROVIDER_TYPES",
     "SUPPORTED_ALGORITHMS",
     "BodyHashConfig",
     "Config",
@@ -58,6 +69,18 @@ SUPPORTED_ALGORITHMS = (
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Headers that tell a backend who the client is or which URL it asked for, which a client can
+# send itself: stripped unless listed in forward.preserve_headers. (X-Forwarded-For, -Proto,
+# -Host, Forwarded and X-Real-IP are set by the gateway from what it saw, per trusted_hops.)
+CLIENT_FORWARDING_HEADERS = (
+    "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme", "X-Forwarded-Uri", "X-Forwarded-Path", "X-Forwarded",
+    "X-Original-Forwarded-For", "True-Client-IP", "X-Client-IP", "Client-IP",
+    "X-Cluster-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP", "X-Original-URL",
+    "X-Rewrite-URL", "X-Original-URI", "X-Original-Host", "X-Host", "X-Url-Scheme",
+    "Front-End-Https", "X-Envoy-External-Address", "X-Envoy-Original-Path",
+)  # fmt: skip
+MAX_TRUSTED_HOPS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +116,9 @@ class LimitsConfig:
     body_timeout_seconds: float = 30.0
     max_inflight: int = 1024
     max_connections: int = 10000
+    # Of max_inflight, how many may wait for a body before their credential is checked
+    # (Standard Webhooks signs the body); None: a quarter of max_inflight.
+    max_unverified_inflight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +139,11 @@ class ForwardConfig:
     header_prefix: str = "X-Jwt-"
     claims_header: str = "X-Jwt-Claims"
     keep_token: bool = False
+    # How many proxies in front of the gateway append to X-Forwarded-For and are trusted (0:
+    # the gateway is the edge, client-sent forwarding headers are replaced or stripped).
+    trusted_hops: int = 0
+    # Client-sent forwarding headers (of CLIENT_FORWARDING_HEADERS) passed on unchanged.
+    preserve_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +208,21 @@ class IssuerConfig:
     handshake: str = "off"
     static_token: StaticTokenConfig | None = None
     standard_webhooks: StandardWebhooksConfig | None = None
+    # type: github|stripe|slack|shopify|gitlab: the section of the same name (gateway/providers.py).
+    github: GitHubConfig | None = None
+    stripe: StripeConfig | None = None
+    slack: SlackConfig | None = None
+    shopify: ShopifyConfig | None = None
+    gitlab: GitLabConfig | None = None
     # OIDC discovery instead of jwks_url: the URL of the provider's configuration document
     # (``discovery: true`` means ``<issuer>/.well-known/openid-configuration``).
     discovery: bool = False
     discovery_url: str | None = None
+
+    @property
+    def provider(self) -> ProviderConfig | None:
+        """The provider section of a provider webhook issuer, else None."""
+        return self.github or self.stripe or self.slack or self.shopify or self.gitlab
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,9 +686,22 @@ def _limits(s: _Section) -> LimitsConfig:
         body_timeout_seconds=s.number("body_timeout_seconds", d.body_timeout_seconds, 0.01),
         max_inflight=s.integer("max_inflight", d.max_inflight, 1),
         max_connections=s.integer("max_connections", d.max_connections, 1),
+        max_unverified_inflight=_unverified_inflight(s),
     )
     s.finish()
     return cfg
+
+
+def _unverified_inflight(s: _Section) -> int | None:
+    """``limits.max_unverified_inflight``: at most ``max_inflight`` (null: a quarter of it)."""
+    value = s.raw("max_unverified_inflight")
+    if value is _MISSING or value is None:
+        return None
+    cap = s.integer("max_unverified_inflight", 1, 1)
+    top = s.data.get("max_inflight", LimitsConfig().max_inflight)
+    if isinstance(top, int) and not isinstance(top, bool) and cap > top:
+        s.problems.add(s.at("max_unverified_inflight"), f"is more than max_inflight ({top})")
+    return cap
 
 
 def _redis_url(v: Any) -> str:
@@ -693,11 +748,33 @@ def _forward(s: _Section) -> ForwardConfig:
         header_prefix=s.string("header_prefix", d.header_prefix),
         claims_header=s.string("claims_header", d.claims_header),
         keep_token=s.boolean("keep_token", d.keep_token),
+        **_client_forwarding(s),
     )
     _header_name(s, s.at("header_prefix"), cfg.header_prefix)
     _header_name(s, s.at("claims_header"), cfg.claims_header)
     s.finish()
     return cfg
+
+
+def _client_forwarding(s: _Section) -> dict[str, Any]:
+    """``forward.trusted_hops`` and ``forward.preserve_headers`` (names of
+    ``CLIENT_FORWARDING_HEADERS``, any case, kept in their canonical spelling)."""
+    hops = s.integer("trusted_hops", 0, 0, MAX_TRUSTED_HOPS)
+    canonical = {n.lower(): n for n in CLIENT_FORWARDING_HEADERS}
+    preserve: list[str] = []
+    for i, name in enumerate(s.strings("preserve_headers", ())):
+        known = canonical.get(name.lower().replace("_", "-"))
+        if known is None:
+            near = _near(name, CLIENT_FORWARDING_HEADERS)
+            hint = f"; did you mean {near}?" if near else ""
+            s.problems.add(
+                f"{s.at('preserve_headers')}[{i}]",
+                f"{_show(name)} is not a client forwarding header the gateway strips{hint}"
+                f" (one of {', '.join(CLIENT_FORWARDING_HEADERS)})",
+            )
+        elif known not in preserve:
+            preserve.append(known)
+    return {"trusted_hops": hops, "preserve_headers": tuple(preserve)}
 
 
 def _body_hash(s: _Section) -> BodyHashConfig:
@@ -795,6 +872,92 @@ def _standard_webhooks(s: _Section) -> StandardWebhooksConfig:
     return cfg
 
 
+# --- provider webhooks: type github|stripe|slack|shopify|gitlab (gateway/providers.py) -------
+
+PROVIDER_TYPES = ("github", "stripe", "slack", "shopify", "gitlab")
+_PROVIDER_CLASSES: dict[str, type[ProviderConfig]] = {
+    "github": GitHubConfig,
+    "stripe": StripeConfig,
+    "slack": SlackConfig,
+    "shopify": ShopifyConfig,
+    "gitlab": GitLabConfig,
+}
+# Providers that sign a timestamp (a window) and those that do not (a remembered delivery id).
+_TIMESTAMPED = ("stripe", "slack")
+# The replay window of an id-only provider. Every delivered id stays in the replay store for the
+# whole window, so the window is what bounds the store: the memory store holds ``max_entries``,
+# i.e. at most max_entries / dedupe_seconds deliveries a second sustained (check-config says).
+# Below a minute an id-only provider has no replay protection to speak of; a week is past every
+# provider's own redelivery (GitHub 3 days, Shopify 48 hours of retries).
+MIN_DEDUPE_SECONDS = 60.0
+MAX_DEDUPE_SECONDS = 7 * 86_400.0
+_RESERVED_HEADERS = ("authorization", "host", "content-length", "transfer-encoding")
+
+
+def _provider_default(kind: str, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(_PROVIDER_CLASSES[kind]) if f.name == name)
+
+
+def _provider_secret(s: _Section, kind: str, path: str, value: str) -> bytes | None:
+    """A provider secret as the bytes the provider keys its HMAC (or compares) with: the
+    string's UTF-8, as is. A Stripe ``whsec_...`` secret is used whole, never base64-decoded:
+    Stripe's own libraries key the HMAC with the literal string."""
+    if kind == "stripe" and not value.startswith("whsec_"):
+        s.problems.add(path, "must be the endpoint's signing secret (whsec_...), not an API key")
+        return None
+    if len(value) < _MIN_TOKEN_CHARS:
+        s.problems.add(path, f"must be at least {_MIN_TOKEN_CHARS} characters")
+        return None
+    return value.encode()
+
+
+def _provider(s: _Section, kind: str, namespace: bytes) -> ProviderConfig:
+    """The ``github:`` (``stripe:``, ...) section of a provider issuer."""
+    secrets = [
+        _provider_secret(s, kind, f"{s.at('secrets')}[{i}]", v)
+        for i, v in enumerate(s.strings("secrets", (), secret=True))
+    ]
+    files = _paths(s, "secret_files")
+    if not secrets and not files and not s.problems.about(s.at("secrets")):
+        s.problems.add(s.at("secrets"), "at least one secret is required (secrets or secret_files)")
+    id_header = s.string("id_header", _provider_default(kind, "id_header"))
+    if isinstance(id_header, str) and id_header:  # "": no id header
+        _header_name(s, s.at("id_header"), id_header)
+        if id_header.lower() in _RESERVED_HEADERS:
+            s.problems.add(s.at("id_header"), f"{id_header} cannot be set")
+    kw: dict[str, Any] = {
+        "namespace": namespace,
+        "secrets": tuple(dict.fromkeys(x for x in secrets if x is not None)),
+        "secret_files": files,
+        "keep_signature": s.boolean("keep_signature", False),
+        "id_header": id_header if isinstance(id_header, str) else "X-Webhook-Id",
+    }
+    if kind in _TIMESTAMPED:
+        default = _provider_default(kind, "tolerance_seconds")
+        kw["tolerance_seconds"] = s.number("tolerance_seconds", default, 1)
+    else:
+        default = _provider_default(kind, "dedupe_seconds")
+        dedupe = s.number("dedupe_seconds", default, MIN_DEDUPE_SECONDS)
+        if dedupe > MAX_DEDUPE_SECONDS:
+            s.problems.add(
+                s.at("dedupe_seconds"),
+                f"must be at most {MAX_DEDUPE_SECONDS:g} (7 days): every delivered id is kept "
+                "in the replay store for this long",
+            )
+            dedupe = default
+        kw["dedupe_seconds"] = dedupe
+    if kind == "slack":
+        kw["answer_challenge"] = s.boolean("answer_challenge", False)
+    if kind == "gitlab":
+        # The first one present is the delivery's id (GitLab 17.4+ sends Idempotency-Key).
+        names = s.strings("dedupe_headers", _provider_default(kind, "dedupe_headers"))
+        for i, h in enumerate(names):
+            _header_name(s, f"{s.at('dedupe_headers')}[{i}]", h)
+        kw["dedupe_headers"] = names
+    s.finish()
+    return _PROVIDER_CLASSES[kind](**kw)
+
+
 def _with_profile(s: _Section) -> tuple[_Section, str | None]:
     def check(v: Any) -> str:
         if not isinstance(v, str):
@@ -861,7 +1024,7 @@ def _optional_section(s: _Section, key: str, kind: str, wanted: str) -> _Section
 def _issuer(s: _Section) -> IssuerConfig:
     d = IssuerConfig(name="", jwks_url="")
     s, profile = _with_profile(s)
-    kind = s.choice("type", d.type, ("jwt", "static_token", "standard_webhooks"))
+    kind = s.choice("type", d.type, ("jwt", "static_token", "standard_webhooks", *PROVIDER_TYPES))
     name = s.string("name")
     if isinstance(name, str) and not NAME_RE.match(name):
         s.problems.add(
@@ -878,6 +1041,14 @@ def _issuer(s: _Section) -> IssuerConfig:
     )
     st = _optional_section(s, "static_token", kind, "static_token")
     swh = _optional_section(s, "standard_webhooks", kind, "standard_webhooks")
+    providers: dict[str, Any] = {}
+    for p in PROVIDER_TYPES:
+        section = _optional_section(s, p, kind, p)
+        if section is not None:
+            # verify.replay_namespace's rule (its iss, else its name), the other issuers' keys.
+            iss = s.data.get("issuer")
+            ns = iss if isinstance(iss, str) and iss else name
+            providers[p] = _provider(section, p, ns.encode() if isinstance(ns, str) else b"")
     jwks_url, discovery, discovery_url = _discovery(s, kind)
     cfg = IssuerConfig(
         name=name if isinstance(name, str) else "",
@@ -904,6 +1075,8 @@ def _issuer(s: _Section) -> IssuerConfig:
         discovery=discovery,
         discovery_url=discovery_url,
     )
+    if providers:
+        cfg = replace(cfg, **providers)
     s.finish()
     return cfg
 
@@ -923,6 +1096,8 @@ def _secret_paths(issuers: Iterable[IssuerConfig]) -> tuple[str, ...]:
             paths += iss.static_token.token_files
         if iss.standard_webhooks:
             paths += iss.standard_webhooks.secret_files
+        if iss.provider:
+            paths += iss.provider.secret_files
     return tuple(paths)
 
 
@@ -1165,6 +1340,32 @@ def _secret_files(
     return replace(cfg, secrets=tuple(dict.fromkeys(secrets)))
 
 
+_P = TypeVar("_P", GitHubConfig, StripeConfig, SlackConfig, ShopifyConfig, GitLabConfig)
+
+
+def _provider_files(problems: _Problems, at: str, cfg: _P | None) -> _P | None:
+    """A provider section with one secret per ``secret_files`` entry added: the file's text,
+    less surrounding whitespace, as the inline secrets are (Stripe's ``whsec_`` kept whole)."""
+    if cfg is None or not cfg.secret_files:
+        return cfg
+    kind = next(k for k, c in _PROVIDER_CLASSES.items() if isinstance(cfg, c))
+    secrets = list(cfg.secrets)
+    for i, path in enumerate(cfg.secret_files):
+        where = f"{at}.{kind}.secret_files[{i}]"
+        try:
+            text = _read_text(path)
+        except _FileProblem as e:
+            problems.add(where, str(e))
+            continue
+        if kind == "stripe" and not text.startswith("whsec_"):
+            problems.add(where, f"{path} must hold the endpoint's signing secret (whsec_...)")
+        elif len(text) < _MIN_TOKEN_CHARS:
+            problems.add(where, f"{path} must hold at least {_MIN_TOKEN_CHARS} characters")
+        else:
+            secrets.append(text.encode())
+    return replace(cfg, secrets=tuple(dict.fromkeys(secrets)))
+
+
 def _read_files(config: Config) -> tuple[Config, list[str]]:
     problems = _Problems()
     if config.tls:
@@ -1194,6 +1395,11 @@ def _read_files(config: Config) -> tuple[Config, list[str]]:
                 standard_webhooks=_secret_files(
                     problems, f"{at}.standard_webhooks", iss.standard_webhooks
                 ),
+                github=_provider_files(problems, at, iss.github),
+                stripe=_provider_files(problems, at, iss.stripe),
+                slack=_provider_files(problems, at, iss.slack),
+                shopify=_provider_files(problems, at, iss.shopify),
+                gitlab=_provider_files(problems, at, iss.gitlab),
             )
         )
     return replace(config, issuers=tuple(issuers)), problems.lines

@@ -36,6 +36,7 @@ class Explanation:
     steps: list[tuple[str, str, str]] = field(default_factory=list)  # (step, ok|FAIL|skip, text)
     verdict: Rejection | None = None
     skipped_signature: bool = False
+    skipped_why: str = "no keys were given"
 
     def add(self, step: str, status: str, text: str) -> None:
         self.steps.append((step, status, text))
@@ -46,7 +47,7 @@ class Explanation:
         if self.verdict is None:
             tail = "ACCEPT: the gateway would forward this push"
             if self.skipped_signature:
-                tail += " (if the signature verifies: no keys were given)"
+                tail += f" (if the signature verifies: {self.skipped_why})"
         else:
             v = self.verdict
             tail = f"REJECT: {v.status} {v.reason} ({v.detail})"

@@ -3,6 +3,13 @@
 The request is forwarded only after it is verified and its body fully read (store-and-forward up to
 ``max_body_bytes``), with one clean framing: inbound ``Content-Length``/``Transfer-Encoding`` are
 never copied, the client library computes them for the bytes it sends.
+
+Forwarding headers (who the client is, which URL it asked for) are decided per header, the way
+Envoy's ``use_remote_address`` with ``xff_num_trusted_hops`` does: ``X-Forwarded-For`` is the
+address the gateway saw (appended to the inbound list only behind ``forward.trusted_hops``
+trusted proxies), ``X-Forwarded-Proto``/``-Host`` and ``Forwarded`` say what the gateway saw
+(or the trusted proxy's values), ``X-Real-IP`` is the client address so decided, and every other
+header of ``CLIENT_FORWARDING_HEADERS`` is stripped unless listed in ``forward.preserve_headers``.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.config import ForwardConfig, IssuerConfig
+from gateway.config import CLIENT_FORWARDING_HEADERS, ForwardConfig, IssuerConfig
 
 __all__ = [
     "ISSUER_HEADER",
     "MAX_CLAIM_HEADER_BYTES",
     "REQUEST_ID_HEADER",
+    "forwarding_headers",
     "gateway_header_names",
     "header_value",
     "response_headers",
@@ -46,7 +54,15 @@ _HOP_BY_HOP = frozenset(
 )
 # Framing and routing headers the client library sets for the bytes it actually sends.
 _NOT_COPIED = frozenset({"host", "content-length", "expect"})
-_FORWARDED_FOR = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+# Set by the gateway on every forwarded push (forwarding_headers), never copied from the client.
+_FORWARDED_FOR = (
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "Forwarded",
+    "X-Real-IP",
+)
+_PROTOS = frozenset({"http", "https"})
 
 
 def _norm(name: str) -> str:
@@ -73,9 +89,65 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
 def gateway_header_names(forward: ForwardConfig, issuers: Iterable[IssuerConfig]) -> frozenset[str]:
     """Every header name the gateway itself sets, normalised; inbound copies are removed."""
     names = {ISSUER_HEADER, forward.claims_header, REQUEST_ID_HEADER, *_FORWARDED_FOR}
+    # Client-sent forwarding headers are stripped like the gateway's own, unless preserved.
+    names.update(h for h in CLIENT_FORWARDING_HEADERS if h not in forward.preserve_headers)
     for issuer in issuers:
         names.update(header for _claim, header in issuer.forward_claims)
     return frozenset(_norm(n) for n in names)
+
+
+def _list_items(headers: CIMultiDictProxy[str], name: str) -> list[str]:
+    return [item.strip() for v in headers.getall(name, []) for item in v.split(",") if item.strip()]
+
+
+def _forwarded_node(address: str) -> str:
+    """An address as an RFC 7239 node: IPv6 bracketed and quoted, none as ``unknown``."""
+    if not address:
+        return "unknown"
+    if ":" in address:
+        return f'"[{address}]"'
+    return address
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarding_headers(
+    incoming: CIMultiDictProxy[str], forward: ForwardConfig, *, client: str, proto: str, host: str
+) -> list[tuple[str, str]]:
+    """The forwarding headers the backend gets, from what the gateway saw: the peer ``client``,
+    its own scheme ``proto`` and the ``host`` asked for.
+
+    With ``trusted_hops`` 0 the gateway is the edge: whatever the client sent in these headers
+    is replaced. With N trusted proxies in front, their ``X-Forwarded-For`` list is kept and the
+    peer appended, the client is the N+1-th address from the right (the peer when the list is
+    shorter: the request did not come through them all), and their ``X-Forwarded-Proto``/
+    ``-Host`` and ``Forwarded`` are kept (``Forwarded`` with the gateway's element appended).
+    """
+    hops = forward.trusted_hops
+    chain = [*_list_items(incoming, "X-Forwarded-For"), client] if hops else [client]
+    real = chain[-(hops + 1)] if len(chain) > hops else client
+    # The gateway's own Forwarded element describes the hop it received (RFC 7239 section 4).
+    element = f"for={_forwarded_node(client)};host={_quoted(header_value(host))};proto={proto}"
+    if not hops:
+        return [
+            ("X-Forwarded-For", client),
+            ("X-Forwarded-Proto", proto),
+            ("X-Forwarded-Host", header_value(host)),
+            ("Forwarded", element),
+            ("X-Real-IP", client),
+        ]
+    protos = _list_items(incoming, "X-Forwarded-Proto")
+    sender_proto = protos[-1].lower() if protos and protos[-1].lower() in _PROTOS else proto
+    hosts = _list_items(incoming, "X-Forwarded-Host")  # the nearest proxy's is the last
+    return [
+        ("X-Forwarded-For", ", ".join(chain)),
+        ("X-Forwarded-Proto", sender_proto),
+        ("X-Forwarded-Host", header_value(hosts[-1] if hosts else host)),
+        ("Forwarded", ", ".join([*incoming.getall("Forwarded", []), element])),
+        ("X-Real-IP", real),
+    ]
 
 
 def upstream_headers(
@@ -90,9 +162,15 @@ def upstream_headers(
     proto: str,
     host: str,
     request_id: str,
+    strip: Iterable[str] = (),
+    add: Iterable[tuple[str, str]] = (),
 ) -> tuple[CIMultiDict[str], int]:
-    """The headers sent to the backend, and how many claim headers were left out as too long."""
+    """The headers sent to the backend, and how many claim headers were left out as too long.
+
+    ``strip`` names headers never forwarded (a provider's signature); ``add`` are set last (the
+    verified delivery id), replacing any incoming copy."""
     listed = _connection_tokens(incoming)
+    stripped = frozenset(_norm(h) for h in strip)
     prefix = _norm(forward.header_prefix)
     secrets: frozenset[str] = frozenset()
     if issuer.static_token is not None and not forward.keep_token:
@@ -109,12 +187,12 @@ def upstream_headers(
             or n.startswith(prefix)
             or (n == "authorization" and not forward.keep_token)
             or n in secrets
+            or n in stripped
         ):
             continue
         out.add(name, value)
-    out["X-Forwarded-For"] = client
-    out["X-Forwarded-Proto"] = proto
-    out["X-Forwarded-Host"] = header_value(host)
+    for name, value in forwarding_headers(incoming, forward, client=client, proto=proto, host=host):
+        out[name] = value
     out[REQUEST_ID_HEADER] = request_id
     out[ISSUER_HEADER] = issuer.name
     # The payload segment is already base64url (no padding) of the verified claims JSON: the
@@ -129,6 +207,8 @@ def upstream_headers(
             omitted += 1
             continue
         out[header] = value
+    for name, value in add:
+        out[name] = value
     return out, omitted
 
 

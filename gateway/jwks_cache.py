@@ -1,7 +1,8 @@
 """The key set of one issuer, kept fresh: first fetch at startup, refresh every TTL (or
 ``Cache-Control: max-age``), a rate-limited refetch when a token names an unknown kid or a
 kid-less token verifies with no key (concurrent callers share one fetch), and the last good set
-kept up to ``max_stale_seconds`` while fetching fails.
+kept up to ``max_stale_seconds`` while fetching fails, and across a config reload that keeps the
+issuer's key source (``adopt``).
 
 Which keys may check a token is ``jwks.select_keys``; downloading is ``jwks_fetch.Fetcher``.
 """
@@ -22,9 +23,17 @@ from gateway.jwks import JwksError, KeySet, VerifyKey, cache_lifetime, parse_jwk
 from gateway.jwks_fetch import Fetcher
 from gateway.metrics import Metrics
 
-__all__ = ["JwksCache"]
+__all__ = ["JwksCache", "key_source"]
 
 log = logging.getLogger("jwksgate.keys")
+
+
+def key_source(issuer: IssuerConfig) -> tuple[object, ...]:
+    """Where an issuer's keys come from and how they are fetched: the JWKS URL (or the discovery
+    document and the issuer it must name) and the TLS trust. A reload that changes none of it
+    changes no key; a reload that changes any of it must fetch anew."""
+    discovery = (issuer.discovery_url, issuer.issuer) if issuer.discovery_url else None
+    return (issuer.jwks_url, discovery, issuer.jwks.ca_file)
 
 
 class JwksCache:
@@ -52,6 +61,8 @@ class JwksCache:
         self.failures = 0
         self._etag: str | None = None
         self._etag_url: str | None = None
+        # The last good document as fetched: a reload re-parses it under the new settings.
+        self._document: bytes | None = None
         self._inflight: asyncio.Task[None] | None = None
 
     # -- state ------------------------------------------------------------------------------
@@ -164,6 +175,7 @@ class JwksCache:
             if not keyset.all_keys:
                 raise JwksError("no usable key in the set")
             result = "success"
+            self._document = document
             self._succeeded(keyset, cache_control)
         except (JwksError, ValueError) as e:
             self._failed(str(e) or type(e).__name__)
@@ -210,6 +222,42 @@ class JwksCache:
         # Retry soon, backing off: 1, 2, 4 ... seconds, never slower than the TTL.
         self.refresh_after = min(self.cfg.ttl_seconds, 2.0 ** min(self.failures - 1, 6))
         log.warning("issuer %s: JWKS fetch failed: %s", self.issuer.name, self.last_error)
+
+    def adopt(self, old: JwksCache) -> bool:
+        """Take over ``old``'s last good key set: a reload changed other fields of the issuer
+        but not its ``key_source``. The document is parsed again under this issuer's
+        ``algorithms`` and ``max_keys``; its age still counts from the fetch, so that
+        ``max_stale_seconds`` bounds it as before. False when there is nothing usable to keep
+        (the caller then fetches before the swap)."""
+        doc = old._document
+        if key_source(old.issuer) != key_source(self.issuer) or doc is None:
+            return False
+        if old.keyset is None or old.fetched_at is None or len(doc) > self.cfg.max_bytes:
+            return False
+        try:
+            keyset, dropped = parse_jwks(doc, self.issuer.algorithms, self.cfg.max_keys)
+        except JwksError:
+            return False
+        if not keyset.all_keys:
+            return False
+        self.keyset, self.fetched_at, self._document = keyset, old.fetched_at, doc
+        self._etag, self._etag_url = old._etag, old._etag_url
+        self.last_attempt, self.last_failed = old.last_attempt, old.last_failed
+        self.last_error, self.failures = old.last_error, old.failures
+        self.refresh_after = min(old.refresh_after, self.cfg.ttl_seconds)
+        name = self.issuer.name
+        self._metrics.jwks_keys.labels(issuer=name).set(len(keyset.all_keys))
+        self._metrics.jwks_last_success.labels(issuer=name).set(self.fetched_at)
+        log.info(
+            "issuer %s: reload kept the last good key set (%d keys, %d dropped by the new"
+            " settings, fetched %.0fs ago%s): its JWKS URL and TLS settings did not change",
+            name,
+            len(keyset.all_keys),
+            len(dropped),
+            self._clock() - self.fetched_at,
+            f"; fetching fails: {self.last_error}" if self.last_failed else "",
+        )
+        return True
 
     def update_age_metric(self) -> None:
         age = -1.0 if self.fetched_at is None else self._clock() - self.fetched_at

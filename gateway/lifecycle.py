@@ -119,6 +119,7 @@ async def run_gateway(
         lambda: gw.config.limits.header_timeout_seconds,
         lambda: gw.config.limits.max_connections,
         on_refused,
+        lambda: gw.config.limits.body_timeout_seconds,
         # Hash and forward the body exactly as received (gzip stays gzip).
         auto_decompress=False,
         access_log=None,

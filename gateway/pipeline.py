@@ -107,8 +107,12 @@ class Pipeline:
         authn = rt.authenticator(owners)
         pending = await authn.authenticate(request.headers, path, self.clock())
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
-        body = await read_body(request, started, limits)
+        with self.admission.body_wait(limits, authenticated=pending.authenticated):
+            body = await read_body(request, started, limits)
         verified = authn.verify_body(pending, body, self.clock())
+        if verified.answer is not None:
+            attempt.handshake = True
+            return echo_answer(verified.answer)
         key = verified.replay_key
         if key is not None:
             attempt.replay_key(key)
@@ -152,6 +156,8 @@ class Pipeline:
             proto=self.proto,
             host=request.host,
             request_id=attempt.request_id,
+            strip=verified.strip_headers,
+            add=verified.add_headers,
         )
         if omitted:
             self.metrics.claim_headers_omitted.labels(issuer=verified.issuer.name).inc(omitted)

@@ -105,83 +105,77 @@ class ProviderResult:
 # The namespace field is what ``verify.replay_namespace(issuer)`` returns for the issuer that
 # holds this config (its ``issuer`` or its ``name``): the loader fills it in, it is not a YAML key.
 # It is required, so that no config can silently share another issuer's replay keys.
+# ``secrets`` holds the inline secrets and, once ``config.read_files`` ran, one per file of
+# ``secret_files`` (which the verifiers never read).
 _DERIVED: Final = {"derived": True}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GitHubConfig:
+class _Provider:
+    """What every provider's config has: the secrets (several during a rotation), the header
+    that forwards the verified id, and whether the signature headers are forwarded too."""
+
+    namespace: bytes = field(metadata=_DERIVED)
+    secrets: tuple[bytes, ...]
+    id_header: str = "X-Webhook-Id"
+    keep_signature: bool = False
+    secret_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GitHubConfig(_Provider):
     """``type: github``: HMAC-SHA256 of the body; GitHub sends no timestamp, so replays are
     stopped only by remembering ``X-GitHub-Delivery`` for ``dedupe_seconds`` (GitHub keeps a
     delivery redeliverable for 3 days, with the same id)."""
 
-    namespace: bytes = field(metadata=_DERIVED)
-    secrets: tuple[bytes, ...]
     dedupe_seconds: float = 259_200.0
     signature_header: str = "X-Hub-Signature-256"
     delivery_header: str = "X-GitHub-Delivery"
     event_header: str = "X-GitHub-Event"
-    id_header: str = "X-Webhook-Id"
-    keep_signature: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StripeConfig:
+class StripeConfig(_Provider):
     """``type: stripe``: ``Stripe-Signature: t=..,v1=..`` over ``"<t>.<body>"``, within
     ``tolerance_seconds`` of now either way."""
 
-    namespace: bytes = field(metadata=_DERIVED)
-    secrets: tuple[bytes, ...]
     tolerance_seconds: float = 300.0
     signature_header: str = "Stripe-Signature"
-    id_header: str = "X-Webhook-Id"
-    keep_signature: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SlackConfig:
+class SlackConfig(_Provider):
     """``type: slack``: ``v0=<hex HMAC("v0:<ts>:<body>")>`` with ``X-Slack-Request-Timestamp``
     within ``tolerance_seconds``; ``answer_challenge`` answers ``url_verification`` itself."""
 
-    namespace: bytes = field(metadata=_DERIVED)
-    secrets: tuple[bytes, ...]
     tolerance_seconds: float = 300.0
     signature_header: str = "X-Slack-Signature"
     timestamp_header: str = "X-Slack-Request-Timestamp"
-    id_header: str = "X-Webhook-Id"
-    keep_signature: bool = False
     answer_challenge: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ShopifyConfig:
+class ShopifyConfig(_Provider):
     """``type: shopify``: base64 HMAC-SHA256 of the body; no timestamp is signed, so replays are
     stopped by remembering ``X-Shopify-Webhook-Id`` (constant across Shopify's retries)."""
 
-    namespace: bytes = field(metadata=_DERIVED)
-    secrets: tuple[bytes, ...]
     dedupe_seconds: float = 86_400.0
     signature_header: str = "X-Shopify-Hmac-Sha256"
     webhook_id_header: str = "X-Shopify-Webhook-Id"
     topic_header: str = "X-Shopify-Topic"
     shop_header: str = "X-Shopify-Shop-Domain"
-    id_header: str = "X-Webhook-Id"
-    keep_signature: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GitLabConfig:
+class GitLabConfig(_Provider):
     """``type: gitlab``: the webhook's secret token, sent as is in ``X-Gitlab-Token``."""
 
-    namespace: bytes = field(metadata=_DERIVED)
-    secrets: tuple[bytes, ...]
     dedupe_seconds: float = 86_400.0
     token_header: str = "X-Gitlab-Token"  # noqa: S105 (a header name, not a secret)
     # First present wins. Idempotency-Key (GitLab 17.4+) is the same across retries and resends
     # of one delivery; older GitLab only has X-Gitlab-Event-UUID.
     dedupe_headers: tuple[str, ...] = ("Idempotency-Key", "X-Gitlab-Event-UUID")
     event_header: str = "X-Gitlab-Event"
-    id_header: str = "X-Webhook-Id"
-    keep_signature: bool = False
 
 
 ProviderConfig = GitHubConfig | StripeConfig | SlackConfig | ShopifyConfig | GitLabConfig
@@ -276,6 +270,65 @@ def _json_fields(body: bytes, *names: str) -> dict[str, str]:
     return {n: doc[n] for n in names if isinstance(doc.get(n), str) and _ID_RE.fullmatch(doc[n])}
 
 
+def _by_delivery_id(
+    provider: str,
+    cfg: GitHubConfig | ShopifyConfig,
+    ident: str,
+    event: str | None,
+    signature: tuple[str, ...],
+    extra: dict[str, str],
+) -> ProviderResult:
+    """The result for the providers that sign the body alone (GitHub, Shopify), once verified:
+    with no timestamp signed, the delivery id (constant across the provider's retries and
+    redeliveries) is the replay key, remembered for ``dedupe_seconds``."""
+    claims: dict[str, Any] = {"provider": provider, "id": ident}
+    if event is not None:
+        claims["event"] = event
+    claims.update(extra)
+    return ProviderResult(
+        provider=provider,
+        claims=claims,
+        replay_key=_key(provider.encode(), cfg.namespace, ident.encode()),
+        replay_ttl_seconds=cfg.dedupe_seconds,
+        strip_headers=_strip(cfg, signature),
+        add_headers=_add(cfg, ident),
+    )
+
+
+def _timestamped(
+    provider: str,
+    cfg: StripeConfig | SlackConfig,
+    ts: int,
+    raw_ts: str,
+    body: bytes,
+    id_field: str,
+) -> ProviderResult:
+    """The result for the providers that sign a timestamp (Stripe, Slack), once verified.
+
+    The event id and type come from the body, read only now that it is authentic. The replay
+    key is the signed content (timestamp and body), not the header: extra signatures appended
+    to a captured header must not make a new key. A request is accepted while |now - ts| is
+    within the tolerance, so its key is kept for both sides of it.
+    """
+    claims: dict[str, Any] = {"provider": provider, "timestamp": ts}
+    fields = _json_fields(body, id_field, "type")
+    ident = fields.get(id_field)
+    if ident is not None:
+        claims["id"] = ident
+    if "type" in fields:
+        claims["event"] = fields["type"]
+    return ProviderResult(
+        provider=provider,
+        claims=claims,
+        replay_key=_key(
+            provider.encode(), cfg.namespace, raw_ts.encode(), hashlib.sha256(body).digest()
+        ),
+        replay_ttl_seconds=2 * cfg.tolerance_seconds,
+        strip_headers=_strip(cfg, (cfg.signature_header,)),
+        add_headers=_add(cfg, ident),
+    )
+
+
 # --- GitHub ----------------------------------------------------------------------------------
 
 
@@ -297,19 +350,10 @@ def github_verify(headers: Headers, body: bytes, cfg: GitHubConfig, now: float) 
     presented = [bytes.fromhex(sig.partition("=")[2])]
     if not _any_equal(presented, _macs(cfg.secrets, body)):
         raise Rejection("bad_signature", f"{cfg.signature_header} does not verify")
-    claims: dict[str, Any] = {"provider": "github", "id": delivery}
     event = _optional_event(headers, cfg.event_header)
-    if event is not None:
-        claims["event"] = event
     # X-Hub-Signature is the SHA-1 MAC with the same secret: stripped with the SHA-256 one.
-    return ProviderResult(
-        provider="github",
-        claims=claims,
-        replay_key=_key(b"github", cfg.namespace, delivery.encode()),
-        replay_ttl_seconds=cfg.dedupe_seconds,
-        strip_headers=_strip(cfg, (cfg.signature_header, "X-Hub-Signature")),
-        add_headers=_add(cfg, delivery),
-    )
+    signature = (cfg.signature_header, "X-Hub-Signature")
+    return _by_delivery_id("github", cfg, delivery, event, signature, {})
 
 
 # --- Stripe ----------------------------------------------------------------------------------
@@ -356,25 +400,9 @@ def stripe_verify(headers: Headers, body: bytes, cfg: StripeConfig, now: float) 
     ts, raw_ts, v1 = _stripe_parse(headers, cfg, now)
     if not _any_equal(v1, _macs(cfg.secrets, raw_ts.encode() + b"." + body)):
         raise Rejection("bad_signature", f"no v1 signature in {cfg.signature_header} verifies")
-    claims: dict[str, Any] = {"provider": "stripe", "timestamp": ts}
-    # The event id and type, read only now that the body is authentic: Stripe's retries carry a
-    # new t (and so a new replay key) but the same evt_ id, which the backend de-duplicates on.
-    fields = _json_fields(body, "id", "type")
-    ident = fields.get("id")
-    if ident is not None:
-        claims["id"] = ident
-    if "type" in fields:
-        claims["event"] = fields["type"]
-    return ProviderResult(
-        provider="stripe",
-        claims=claims,
-        # The signed content, not the header: extra v1= entries appended to a captured header
-        # must not make a new key. Accepted while |now - t| <= tolerance, so kept for both sides.
-        replay_key=_key(b"stripe", cfg.namespace, raw_ts.encode(), hashlib.sha256(body).digest()),
-        replay_ttl_seconds=2 * cfg.tolerance_seconds,
-        strip_headers=_strip(cfg, (cfg.signature_header,)),
-        add_headers=_add(cfg, ident),
-    )
+    # Stripe's retries carry a new t (and so a new replay key) but the same evt_ id, which the
+    # backend de-duplicates on.
+    return _timestamped("stripe", cfg, ts, raw_ts, body, "id")
 
 
 # --- Slack -----------------------------------------------------------------------------------
@@ -400,23 +428,9 @@ def slack_verify(headers: Headers, body: bytes, cfg: SlackConfig, now: float) ->
     content = b"v0:" + raw_ts.encode() + b":" + body
     if not _any_equal([mac], _macs(cfg.secrets, content)):
         raise Rejection("bad_signature", f"{cfg.signature_header} does not verify")
-    claims: dict[str, Any] = {"provider": "slack", "timestamp": ts}
     # Events API bodies are JSON with an event_id (constant across Slack's retries); slash
     # commands and interactivity are form-encoded and have none.
-    fields = _json_fields(body, "event_id", "type")
-    ident = fields.get("event_id")
-    if ident is not None:
-        claims["id"] = ident
-    if "type" in fields:
-        claims["event"] = fields["type"]
-    return ProviderResult(
-        provider="slack",
-        claims=claims,
-        replay_key=_key(b"slack", cfg.namespace, raw_ts.encode(), hashlib.sha256(body).digest()),
-        replay_ttl_seconds=2 * cfg.tolerance_seconds,
-        strip_headers=_strip(cfg, (cfg.signature_header,)),
-        add_headers=_add(cfg, ident),
-    )
+    return _timestamped("slack", cfg, ts, raw_ts, body, "event_id")
 
 
 def slack_challenge(body: bytes) -> str | None:
@@ -469,21 +483,10 @@ def shopify_verify(headers: Headers, body: bytes, cfg: ShopifyConfig, now: float
     assert webhook_id is not None
     if not _any_equal([mac], _macs(cfg.secrets, body)):
         raise Rejection("bad_signature", f"{cfg.signature_header} does not verify")
-    claims: dict[str, Any] = {"provider": "shopify", "id": webhook_id}
     topic = _optional_event(headers, cfg.topic_header)
-    if topic is not None:
-        claims["event"] = topic
     shop = _one(headers, cfg.shop_header, required=False)
-    if shop is not None:
-        claims["shop"] = shop
-    return ProviderResult(
-        provider="shopify",
-        claims=claims,
-        replay_key=_key(b"shopify", cfg.namespace, webhook_id.encode()),
-        replay_ttl_seconds=cfg.dedupe_seconds,
-        strip_headers=_strip(cfg, (cfg.signature_header,)),
-        add_headers=_add(cfg, webhook_id),
-    )
+    extra = {"shop": shop} if shop is not None else {}
+    return _by_delivery_id("shopify", cfg, webhook_id, topic, (cfg.signature_header,), extra)
 
 
 # --- GitLab ----------------------------------------------------------------------------------

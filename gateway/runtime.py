@@ -15,6 +15,7 @@ import aiohttp
 from gateway import verify
 from gateway.authn import Authenticator
 from gateway.authn.jwt import JwtAuthenticator, KeySource
+from gateway.authn.provider import ProviderAuthenticator
 from gateway.authn.standard_webhooks import StandardWebhooksAuthenticator
 from gateway.authn.static_token import StaticTokenAuthenticator
 from gateway.config import Config, IssuerConfig
@@ -45,6 +46,8 @@ def authenticators(
             out[issuer.name] = StaticTokenAuthenticator(issuer)
         elif issuer.standard_webhooks is not None:
             out[issuer.name] = StandardWebhooksAuthenticator(issuer)
+        elif issuer.provider is not None:
+            out[issuer.name] = ProviderAuthenticator(issuer)
         else:
             out[issuer.name] = jwt
     out[""] = jwt  # a path no issuer owns: JWT routing answers unknown_issuer
@@ -130,6 +133,7 @@ class Runtimes:
             raise ConfigError([f"{f}: a change here needs a restart" for f in changed])
         caches: dict[str, JwksCache] = {}
         fresh: list[JwksCache] = []
+        adopted: list[JwksCache] = []
         for issuer in new.issuers:
             if issuer.type != "jwt":
                 continue
@@ -138,8 +142,11 @@ class Runtimes:
                 caches[issuer.name] = prev
             else:
                 caches[issuer.name] = JwksCache(issuer, self.jwks_session, self.metrics, self.clock)
-                fresh.append(caches[issuer.name])
                 self.metrics.add_issuer(issuer.name)
+                # Same key source: the last good set is kept (a JWKS outage during the reload
+                # must not drop it); otherwise the new source is fetched before the swap.
+                kept = prev is not None and caches[issuer.name].adopt(prev)
+                (adopted if kept else fresh).append(caches[issuer.name])
         await asyncio.gather(*(c.refresh() for c in fresh))
         same_upstream = new.upstream == old.config.upstream
         upstream = old.upstream if same_upstream else Upstream(new.upstream)
@@ -149,7 +156,7 @@ class Runtimes:
             if caches.get(name) is not old.caches.get(name):
                 task.cancel()
                 del self._refreshers[name]
-        for cache in fresh:
+        for cache in (*fresh, *adopted):
             self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
         if not same_upstream:
             grace = (

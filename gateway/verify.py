@@ -142,6 +142,16 @@ def _unescape_unreserved(path: str) -> str:
     return _ESCAPE_RE.sub(decode, path)
 
 
+def _routing_form(path: str) -> str:
+    """The path as backends resolve it for routing: unreserved escapes decoded and each
+    segment's ``;params`` dropped (servlet containers serve ``/hooks/payments;x/1`` from
+    ``/hooks/payments/1``), so that parameters cannot hide a nested prefix."""
+    path = _unescape_unreserved(path)
+    if ";" not in path:
+        return path
+    return "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+
+
 def _prefix_matches(prefix: str, path: str) -> bool:
     # Segment-wise: "/orders" covers "/orders" and "/orders/x" but not "/ordersx".
     if prefix == "/" or path == prefix:
@@ -156,11 +166,12 @@ def candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]
     The longest matching prefix owns its whole subtree: with issuers on ``/hooks`` and
     ``/hooks/payments``, ``/hooks/payments/x`` belongs to the second alone, and a token of the
     first is ``bad_issuer`` there. Otherwise a sender trusted for a parent path could deliver to
-    every path nested under it, including those given to another sender. Issuers that share
+    every path nested under it, including those given to another sender. ``;params`` do not
+    count (``/hooks/payments;x`` is under ``/hooks/payments``). Issuers that share
     that one prefix (several ``iss`` on one path) remain candidates together.
     """
-    path = _unescape_unreserved(path)
-    matching = [i for i in issuers if _prefix_matches(_unescape_unreserved(i.path_prefix), path)]
+    path = _routing_form(path)
+    matching = [i for i in issuers if _prefix_matches(_routing_form(i.path_prefix), path)]
     if not matching:
         return []
     longest = max(len(i.path_prefix.rstrip("/")) for i in matching)

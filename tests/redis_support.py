@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,10 @@ def redis_server_binary() -> str:
             "redis-server is not installed (scripts/install-system-deps installs it)"
         )
     return path
+
+
+class PortTaken(RuntimeError):
+    """The free port chosen for a redis-server was taken by another process before it bound."""
 
 
 @dataclass
@@ -52,6 +56,28 @@ class RedisProcess:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port, limit=10.0)
+        if "--tls-port" not in self.extra and self.answering_pid() != self.proc.pid:
+            # Another process took the port between free_port() and our bind: ours exits.
+            self.stop()
+            raise PortTaken(self.port)
+
+    def answering_pid(self) -> int | None:
+        """The process id of the redis-server answering on our port (INFO server)."""
+        data = b""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(b"INFO server\r\n")
+                while b"process_id:" not in data or not data.endswith(b"\r\n\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return None  # not a redis-server that answers: not ours
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("process_id:"):
+                return int(line.partition(":")[2])
+        return None
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -60,11 +86,26 @@ class RedisProcess:
         self.proc = None
 
 
+def start_redis(
+    workdir: Path, extra: list[str], choose_port: Callable[[], int] = free_port
+) -> RedisProcess:
+    """A started redis-server on a port of ``choose_port``'s, trying another if it was taken."""
+    for _ in range(4):
+        r = RedisProcess(port=choose_port(), workdir=workdir, extra=extra)
+        try:
+            r.start()
+            return r
+        except PortTaken:
+            continue
+    r = RedisProcess(port=choose_port(), workdir=workdir, extra=extra)
+    r.start()
+    return r
+
+
 @contextmanager
 def redis_server(*extra: str) -> Iterator[RedisProcess]:
     with tempfile.TemporaryDirectory(prefix="jwksgate-redis-") as d:
-        r = RedisProcess(port=free_port(), workdir=Path(d), extra=list(extra))
-        r.start()
+        r = start_redis(Path(d), list(extra))
         try:
             yield r
         finally:
@@ -103,13 +144,8 @@ def redis_cluster(nodes: int = 3) -> Iterator[list[RedisProcess]]:
             for i in range(nodes):
                 wd = Path(d) / str(i)
                 wd.mkdir()
-                p = RedisProcess(
-                    port=cluster_port(),
-                    workdir=wd,
-                    extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-                )
-                p.start()
-                procs.append(p)
+                cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                procs.append(start_redis(wd, cluster, cluster_port))
             subprocess.run(
                 [cli, "--cluster", "create", *(f"127.0.0.1:{p.port}" for p in procs),
                  "--cluster-replicas", "0", "--cluster-yes"],

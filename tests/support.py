@@ -31,10 +31,33 @@ def b64url(raw: bytes) -> str:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago: only for processes that must be restarted on the same
+    address (their start fails loudly if another took it). In-process servers bind port 0, and a
+    test that needs an address where nothing listens takes :func:`refused_port`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+_HELD: list[socket.socket] = []
+
+
+def bound_socket() -> socket.socket:
+    """A loopback socket bound to a port of its own and not listening: connections to it are
+    refused, and no other process can take the port while it is held. Hand it to
+    ``serve_app(app, sock=...)`` to start listening on that very port later."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def refused_port() -> int:
+    """A loopback port where nothing listens and nothing will, for the whole test session."""
+    s = bound_socket()
+    _HELD.append(s)
+    port: int = s.getsockname()[1]
+    return port
 
 
 class FakeClock:
@@ -51,12 +74,16 @@ class FakeClock:
 
 
 @asynccontextmanager
-async def serve_app(app: web.Application, port: int = 0, **options: Any) -> AsyncIterator[str]:
-    """Serve ``app`` on loopback (``port`` 0: a free one); ``options`` go to ``web.AppRunner``
-    (e.g. ``auto_decompress=False`` for a backend that must see bodies as sent)."""
+async def serve_app(
+    app: web.Application, port: int = 0, *, sock: socket.socket | None = None, **options: Any
+) -> AsyncIterator[str]:
+    """Serve ``app`` on loopback (``port`` 0: a free one; or on ``sock``, a socket bound by
+    :func:`bound_socket`); ``options`` go to ``web.AppRunner`` (e.g. ``auto_decompress=False``
+    for a backend that must see bodies as sent)."""
     runner = web.AppRunner(app, access_log=None, **options)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site: web.BaseSite
+    site = web.SockSite(runner, sock) if sock else web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:

@@ -30,8 +30,8 @@ from tests.httpkit import (
 from tests.support import (
     World,
     claims_for,
-    free_port,
     gateway_config,
+    refused_port,
     wait_until,
     world,
 )
@@ -41,7 +41,7 @@ BODY = b'{"event":"ping"}'
 
 def two_issuers(broken_second: bool = False) -> Callable[[World], Any]:
     def configure(w: World) -> Any:
-        other_url = f"http://127.0.0.1:{free_port()}/jwks" if broken_second else w.jwks_url
+        other_url = f"http://127.0.0.1:{refused_port()}/jwks" if broken_second else w.jwks_url
         issuers = [
             {
                 "name": "sender",
@@ -69,11 +69,10 @@ def forged(w: World, header: dict[str, Any], **claims: Any) -> str:
 
 # -- liveness and readiness ----------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/livez", "/healthz"])
-async def test_liveness(path: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await get(http, w.admin_url + path)
-        assert reply.status == 200
-        assert reply.json() == {"status": "ok"}
+async def test_liveness(path: str, w: World, http: aiohttp.ClientSession) -> None:
+    reply = await get(http, w.admin_url + path)
+    assert reply.status == 200
+    assert reply.json() == {"status": "ok"}
 
 
 async def test_readiness_reports_each_issuer() -> None:
@@ -125,35 +124,36 @@ CONTRACT_METRICS = {
 }
 
 
-async def test_metrics_exposition_has_every_contract_metric_with_its_labels() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        assert (await push(http, w, BODY)).status == 200
-        assert (await send(http, w.url + "/hook", body=BODY)).status == 401
-        m = await scrape(http, w.admin_url)
-        for family, (kind, labels) in CONTRACT_METRICS.items():
-            assert m.types.get(family) == kind, family
-            samples = [name for name in m.samples if name.startswith(family)]
-            assert samples, family
-            for name in samples:
-                expected = labels | {"le"} if name.endswith("_bucket") else labels
-                assert m.label_names(name) == {frozenset(expected)}, name
-        assert "jwksgate_requests_total" in m.samples
-        assert "jwksgate_jwks_fetches_total" in m.samples
+async def test_metrics_exposition_has_every_contract_metric_with_its_labels(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    assert (await push(http, w, BODY)).status == 200
+    assert (await send(http, w.url + "/hook", body=BODY)).status == 401
+    m = await scrape(http, w.admin_url)
+    for family, (kind, labels) in CONTRACT_METRICS.items():
+        assert m.types.get(family) == kind, family
+        samples = [name for name in m.samples if name.startswith(family)]
+        assert samples, family
+        for name in samples:
+            expected = labels | {"le"} if name.endswith("_bucket") else labels
+            assert m.label_names(name) == {frozenset(expected)}, name
+    assert "jwksgate_requests_total" in m.samples
+    assert "jwksgate_jwks_fetches_total" in m.samples
 
-        forwarded = {"issuer": "sender", "outcome": "forwarded", "reason": "none"}
-        assert m.value("jwksgate_requests_total", **forwarded) == 1
-        missing = {"issuer": "unknown", "outcome": "rejected", "reason": "missing_token"}
-        assert m.value("jwksgate_requests_total", **missing) == 1
-        assert (
-            m.value("jwksgate_request_duration_seconds_count", issuer="sender", outcome="forwarded")
-            == 1
-        )
-        assert m.value("jwksgate_upstream_duration_seconds_count", status_class="2xx") == 1
-        assert m.value("jwksgate_jwks_fetches_total", issuer="sender", result="success") == 1
-        assert m.value("jwksgate_jwks_keys", issuer="sender") == 1
-        assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
-        assert m.value("jwksgate_replay_entries", store="memory") == 1
-        assert m.value("jwksgate_build_info", version=__version__) == 1
+    forwarded = {"issuer": "sender", "outcome": "forwarded", "reason": "none"}
+    assert m.value("jwksgate_requests_total", **forwarded) == 1
+    missing = {"issuer": "unknown", "outcome": "rejected", "reason": "missing_token"}
+    assert m.value("jwksgate_requests_total", **missing) == 1
+    assert (
+        m.value("jwksgate_request_duration_seconds_count", issuer="sender", outcome="forwarded")
+        == 1
+    )
+    assert m.value("jwksgate_upstream_duration_seconds_count", status_class="2xx") == 1
+    assert m.value("jwksgate_jwks_fetches_total", issuer="sender", result="success") == 1
+    assert m.value("jwksgate_jwks_keys", issuer="sender") == 1
+    assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
+    assert m.value("jwksgate_replay_entries", store="memory") == 1
+    assert m.value("jwksgate_build_info", version=__version__) == 1
 
 
 async def test_per_issuer_series_exist_before_any_traffic() -> None:

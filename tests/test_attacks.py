@@ -9,6 +9,7 @@ no hostile input turns into a 5xx (a 5xx makes a sender retry the same poison pu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -38,8 +39,10 @@ from tests.support import (
     gateway_config,
     serve_app,
     sign,
+    wait_until,
     world,
 )
+from tests.test_delivery import GatedBackend
 
 BODY = b'{"event":"order.paid","id":42}'
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -180,23 +183,22 @@ async def attacker_jwks() -> AsyncIterator[tuple[JwksServer, str, SigningKey]]:
 # --- one test per 401 reason code --------------------------------------------------------------
 
 
-async def test_missing_token() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        await expect_rejected(http, w, "missing_token", issuer="unknown", headers={})
-        token = w.token(BODY)
-        for value in (f"Basic {token}", token, f"Token {token}"):
-            await expect_rejected(
-                http, w, "missing_token", issuer="unknown", headers={"Authorization": value}
-            )
-        # A token in the query string is not a credential (RFC 6750 2.3: URLs leak).
+async def test_missing_token(w: World, http: aiohttp.ClientSession) -> None:
+    await expect_rejected(http, w, "missing_token", issuer="unknown", headers={})
+    token = w.token(BODY)
+    for value in (f"Basic {token}", token, f"Token {token}"):
         await expect_rejected(
-            http,
-            w,
-            "missing_token",
-            issuer="unknown",
-            headers={},
-            path=f"/hook?access_token={token}",
+            http, w, "missing_token", issuer="unknown", headers={"Authorization": value}
         )
+    # A token in the query string is not a credential (RFC 6750 2.3: URLs leak).
+    await expect_rejected(
+        http,
+        w,
+        "missing_token",
+        issuer="unknown",
+        headers={},
+        path=f"/hook?access_token={token}",
+    )
 
 
 def _standard_base64(token: str) -> str:
@@ -245,72 +247,76 @@ def _json_serialization(token: str) -> str:
         "dots",
     ],
 )
-async def test_malformed_token(mangle: Callable[[str], str]) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        # RS256 signatures are 256 bytes: the last base64url character has spare bits, and
-        # the standard alphabet or padding changes the text of some segment.
-        bad = mangle(token)
-        assert bad != token
-        await expect_rejected(http, w, "malformed_token", issuer="unknown", token=bad)
-        # The well-formed original still goes through: only the encoding was refused.
-        await expect_forwarded(http, w, token)
+async def test_malformed_token(
+    mangle: Callable[[str], str], w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    # RS256 signatures are 256 bytes: the last base64url character has spare bits, and
+    # the standard alphabet or padding changes the text of some segment.
+    bad = mangle(token)
+    assert bad != token
+    await expect_rejected(http, w, "malformed_token", issuer="unknown", token=bad)
+    # The well-formed original still goes through: only the encoding was refused.
+    await expect_forwarded(http, w, token)
 
 
-async def test_oversized_token_is_the_gateways_own_malformed_token() -> None:
+async def test_oversized_token_is_the_gateways_own_malformed_token(
+    w: World, http: aiohttp.ClientSession
+) -> None:
     # The listener admits header fields a little longer than the token cap (8192), so the
     # gateway itself refuses the token: JSON answer, WWW-Authenticate and a counted metric.
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        token += "A" * (8193 - len(token))  # one character over the cap
-        await expect_rejected(http, w, "malformed_token", issuer="unknown", token=token)
-        assert w.backend.received == []
+    token = w.token(BODY)
+    token += "A" * (8193 - len(token))  # one character over the cap
+    await expect_rejected(http, w, "malformed_token", issuer="unknown", token=token)
+    assert w.backend.received == []
 
 
-async def test_header_beyond_the_listener_limit_is_a_plain_400() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = "A" * 9000
-        async with http.post(w.url + "/hook", data=BODY, headers=bearer(token)) as resp:
-            assert resp.status == 400
-        assert w.backend.received == []
+async def test_header_beyond_the_listener_limit_is_a_plain_400(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    token = "A" * 9000
+    async with http.post(w.url + "/hook", data=BODY, headers=bearer(token)) as resp:
+        assert resp.status == 400
+    assert w.backend.received == []
 
 
-async def test_unknown_issuer() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        for iss in ("https://evil.test", "https://sender.test/", "HTTPS://SENDER.TEST"):
-            token = w.token(BODY, iss=iss)
-            await expect_rejected(http, w, "unknown_issuer", issuer="unknown", token=token)
+async def test_unknown_issuer(w: World, http: aiohttp.ClientSession) -> None:
+    for iss in ("https://evil.test", "https://sender.test/", "HTTPS://SENDER.TEST"):
+        token = w.token(BODY, iss=iss)
+        await expect_rejected(http, w, "unknown_issuer", issuer="unknown", token=token)
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
-async def test_disallowed_algorithm_alg_none(alg: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        header = {"alg": alg, "typ": "JWT", "kid": w.key.kid}
-        token = f"{segment(header)}.{segment(fresh_claims(w))}."  # empty signature
-        await expect_rejected(http, w, "disallowed_algorithm", issuer="sender", token=token)
-        # Also with the real signature left on (a "stripped alg" rather than stripped signature).
-        signed = w.token(BODY)
-        _, p, s = signed.split(".")
-        await expect_rejected(
-            http, w, "disallowed_algorithm", issuer="sender", token=f"{segment(header)}.{p}.{s}"
-        )
+async def test_disallowed_algorithm_alg_none(
+    alg: str, w: World, http: aiohttp.ClientSession
+) -> None:
+    header = {"alg": alg, "typ": "JWT", "kid": w.key.kid}
+    token = f"{segment(header)}.{segment(fresh_claims(w))}."  # empty signature
+    await expect_rejected(http, w, "disallowed_algorithm", issuer="sender", token=token)
+    # Also with the real signature left on (a "stripped alg" rather than stripped signature).
+    signed = w.token(BODY)
+    _, p, s = signed.split(".")
+    await expect_rejected(
+        http, w, "disallowed_algorithm", issuer="sender", token=f"{segment(header)}.{p}.{s}"
+    )
 
 
 @pytest.mark.parametrize("secret_of", ["pem", "jwk", "jwks", "n"])
-async def test_disallowed_algorithm_hs256_keyed_with_the_public_key(secret_of: str) -> None:
+async def test_disallowed_algorithm_hs256_keyed_with_the_public_key(
+    secret_of: str, w: World, http: aiohttp.ClientSession
+) -> None:
     """RS -> HS confusion (T2): the public key, as the attacker can fetch it, as the MAC secret."""
-    async with world() as w, aiohttp.ClientSession() as http:
-        async with http.get(w.jwks_url) as resp:
-            jwks_bytes = await resp.read()
-        secret = {
-            "pem": w.key.key.export_to_pem(),
-            "jwk": json.dumps(w.key.published).encode(),
-            "jwks": jwks_bytes,
-            "n": decode(w.key.published["n"]),
-        }[secret_of]
-        header = {"alg": "HS256", "typ": "JWT", "kid": w.key.kid}
-        token = hs256(secret, header, fresh_claims(w))
-        await expect_rejected(http, w, "disallowed_algorithm", issuer="sender", token=token)
+    async with http.get(w.jwks_url) as resp:
+        jwks_bytes = await resp.read()
+    secret = {
+        "pem": w.key.key.export_to_pem(),
+        "jwk": json.dumps(w.key.published).encode(),
+        "jwks": jwks_bytes,
+        "n": decode(w.key.published["n"]),
+    }[secret_of]
+    header = {"alg": "HS256", "typ": "JWT", "kid": w.key.kid}
+    token = hs256(secret, header, fresh_claims(w))
+    await expect_rejected(http, w, "disallowed_algorithm", issuer="sender", token=token)
 
 
 async def test_disallowed_algorithm_rs256_key_used_for_ps256() -> None:
@@ -332,24 +338,23 @@ async def test_disallowed_algorithm_rs256_key_used_for_ps256() -> None:
     "header",
     [{"typ": "dpop+jwt"}, {"typ": "at+jwt"}, {"typ": "secevent+jwt"}, {"cty": "JWT"}],
 )
-async def test_disallowed_type(header: dict[str, Any]) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = sign(w.key, fresh_claims(w), header=header)
-        await expect_rejected(http, w, "disallowed_type", issuer="sender", token=token)
+async def test_disallowed_type(
+    header: dict[str, Any], w: World, http: aiohttp.ClientSession
+) -> None:
+    token = sign(w.key, fresh_claims(w), header=header)
+    await expect_rejected(http, w, "disallowed_type", issuer="sender", token=token)
 
 
-async def test_disallowed_type_null_typ() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        header = {"alg": "RS256", "typ": None, "kid": w.key.kid}
-        await expect_rejected(
-            http, w, "disallowed_type", issuer="sender", token=rs256(w.key, header, fresh_claims(w))
-        )
+async def test_disallowed_type_null_typ(w: World, http: aiohttp.ClientSession) -> None:
+    header = {"alg": "RS256", "typ": None, "kid": w.key.kid}
+    await expect_rejected(
+        http, w, "disallowed_type", issuer="sender", token=rs256(w.key, header, fresh_claims(w))
+    )
 
 
-async def test_missing_kid() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = sign(w.key, fresh_claims(w), omit_kid=True)
-        await expect_rejected(http, w, "missing_kid", issuer="sender", token=token)
+async def test_missing_kid(w: World, http: aiohttp.ClientSession) -> None:
+    token = sign(w.key, fresh_claims(w), omit_kid=True)
+    await expect_rejected(http, w, "missing_kid", issuer="sender", token=token)
 
 
 @pytest.mark.parametrize(
@@ -394,82 +399,77 @@ async def test_unknown_kid_and_kid_injection(
         assert entry["jwksgate.kid"] == kid[:64]
 
 
-async def test_unknown_kid_refetches_once_per_interval() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        fetches = w.jwks.fetches
-        w.clock.advance(11)  # past min_refresh_interval_seconds (10)
-        for i in range(5):
-            token = sign(w.key, fresh_claims(w), header={"kid": f"rotated-{i}"})
-            await expect_rejected(http, w, "unknown_kid", issuer="sender", token=token)
-        assert w.jwks.fetches == fetches + 1
+async def test_unknown_kid_refetches_once_per_interval(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    fetches = w.jwks.fetches
+    w.clock.advance(11)  # past min_refresh_interval_seconds (10)
+    for i in range(5):
+        token = sign(w.key, fresh_claims(w), header={"kid": f"rotated-{i}"})
+        await expect_rejected(http, w, "unknown_kid", issuer="sender", token=token)
+    assert w.jwks.fetches == fetches + 1
 
 
-async def test_bad_signature() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        h, p, s = token.split(".")
-        raw = bytearray(decode(s))
-        raw[100] ^= 0x01
-        flipped = f"{h}.{p}.{b64url(bytes(raw))}"
-        await expect_rejected(http, w, "bad_signature", issuer="sender", token=flipped)
-        await expect_rejected(http, w, "bad_signature", issuer="sender", token=f"{h}.{p}.")
-        tampered = fresh_claims(w, sub="admin")
-        await expect_rejected(
-            http, w, "bad_signature", issuer="sender", token=f"{h}.{segment(tampered)}.{s}"
-        )
-        other = w.token(BODY)
-        spliced = f"{h}.{p}.{other.split('.')[2]}"
-        await expect_rejected(http, w, "bad_signature", issuer="sender", token=spliced)
-        # A key nobody published, under the published kid.
-        forger = JwksServer().add_key(kid=w.key.kid)
-        await expect_rejected(
-            http, w, "bad_signature", issuer="sender", token=w.token(BODY, key=forger)
-        )
-        await expect_forwarded(http, w, token)
+async def test_bad_signature(w: World, http: aiohttp.ClientSession) -> None:
+    token = w.token(BODY)
+    h, p, s = token.split(".")
+    raw = bytearray(decode(s))
+    raw[100] ^= 0x01
+    flipped = f"{h}.{p}.{b64url(bytes(raw))}"
+    await expect_rejected(http, w, "bad_signature", issuer="sender", token=flipped)
+    await expect_rejected(http, w, "bad_signature", issuer="sender", token=f"{h}.{p}.")
+    tampered = fresh_claims(w, sub="admin")
+    await expect_rejected(
+        http, w, "bad_signature", issuer="sender", token=f"{h}.{segment(tampered)}.{s}"
+    )
+    other = w.token(BODY)
+    spliced = f"{h}.{p}.{other.split('.')[2]}"
+    await expect_rejected(http, w, "bad_signature", issuer="sender", token=spliced)
+    # A key nobody published, under the published kid.
+    forger = JwksServer().add_key(kid=w.key.kid)
+    await expect_rejected(
+        http, w, "bad_signature", issuer="sender", token=w.token(BODY, key=forger)
+    )
+    await expect_forwarded(http, w, token)
 
 
-async def test_expired() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)  # exp = now + 300, skew 30
-        w.clock.advance(331)
-        await expect_rejected(http, w, "expired", issuer="sender", token=token)
+async def test_expired(w: World, http: aiohttp.ClientSession) -> None:
+    token = w.token(BODY)  # exp = now + 300, skew 30
+    w.clock.advance(331)
+    await expect_rejected(http, w, "expired", issuer="sender", token=token)
 
 
-async def test_expired_boundary_is_exp_plus_skew() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        now = int(w.clock())
-        w.clock.now = now
-        token = sign(w.key, fresh_claims(w, iat=now - 200, exp=now + 10))
-        w.clock.advance(40)  # now == exp + skew: still valid
-        await expect_forwarded(http, w, token)
-        late = sign(w.key, fresh_claims(w, iat=now - 200, exp=now + 10))
-        w.clock.advance(0.5)
-        await expect_rejected(http, w, "expired", issuer="sender", token=late)
+async def test_expired_boundary_is_exp_plus_skew(w: World, http: aiohttp.ClientSession) -> None:
+    now = int(w.clock())
+    w.clock.now = now
+    token = sign(w.key, fresh_claims(w, iat=now - 200, exp=now + 10))
+    w.clock.advance(40)  # now == exp + skew: still valid
+    await expect_forwarded(http, w, token)
+    late = sign(w.key, fresh_claims(w, iat=now - 200, exp=now + 10))
+    w.clock.advance(0.5)
+    await expect_rejected(http, w, "expired", issuer="sender", token=late)
 
 
-async def test_not_yet_valid() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        now = int(w.clock())
-        nbf = sign(w.key, fresh_claims(w, nbf=now + 60))
-        await expect_rejected(http, w, "not_yet_valid", issuer="sender", token=nbf)
-        future = sign(w.key, fresh_claims(w, iat=now + 60, exp=now + 360))
-        await expect_rejected(http, w, "not_yet_valid", issuer="sender", token=future)
-        w.clock.advance(60)  # the same token becomes valid with time
-        await expect_forwarded(http, w, future)
+async def test_not_yet_valid(w: World, http: aiohttp.ClientSession) -> None:
+    now = int(w.clock())
+    nbf = sign(w.key, fresh_claims(w, nbf=now + 60))
+    await expect_rejected(http, w, "not_yet_valid", issuer="sender", token=nbf)
+    future = sign(w.key, fresh_claims(w, iat=now + 60, exp=now + 360))
+    await expect_rejected(http, w, "not_yet_valid", issuer="sender", token=future)
+    w.clock.advance(60)  # the same token becomes valid with time
+    await expect_forwarded(http, w, future)
 
 
-async def test_token_too_old() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        now = int(w.clock())
-        token = sign(w.key, fresh_claims(w, iat=now - 331, exp=now + 60))
-        await expect_rejected(http, w, "token_too_old", issuer="sender", token=token)
+async def test_token_too_old(w: World, http: aiohttp.ClientSession) -> None:
+    now = int(w.clock())
+    token = sign(w.key, fresh_claims(w, iat=now - 331, exp=now + 60))
+    await expect_rejected(http, w, "token_too_old", issuer="sender", token=token)
 
 
-async def test_lifetime_too_long() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        now = int(w.clock())
-        token = sign(w.key, fresh_claims(w, iat=now, exp=now + 3601))
-        await expect_rejected(http, w, "lifetime_too_long", issuer="sender", token=token)
+async def test_lifetime_too_long(w: World, http: aiohttp.ClientSession) -> None:
+    now = int(w.clock())
+    token = sign(w.key, fresh_claims(w, iat=now, exp=now + 3601))
+    await expect_rejected(http, w, "lifetime_too_long", issuer="sender", token=token)
 
 
 def _two_issuers(billing_jwks_url: str) -> Callable[[World], Config]:
@@ -545,12 +545,11 @@ async def test_bad_audience(aud: Any) -> None:
 
 
 @pytest.mark.parametrize("claim", ["jti", "iat", "request_body_sha256"])
-async def test_missing_claim(claim: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        claims = fresh_claims(w)
-        del claims[claim]
-        token = sign(w.key, claims)
-        await expect_rejected(http, w, "missing_claim", issuer="sender", token=token)
+async def test_missing_claim(claim: str, w: World, http: aiohttp.ClientSession) -> None:
+    claims = fresh_claims(w)
+    del claims[claim]
+    token = sign(w.key, claims)
+    await expect_rejected(http, w, "missing_claim", issuer="sender", token=token)
 
 
 def _raw_claims(w: World, **raw: str) -> bytes:
@@ -580,10 +579,9 @@ def _raw_claims(w: World, **raw: str) -> bytes:
     ],
     ids=lambda c: repr(c)[:30],
 )
-async def test_invalid_claim(claims: dict[str, Any]) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        payload = json.dumps({**fresh_claims(w), **claims}).encode()
-        await expect_rejected(http, w, "invalid_claim", issuer="sender", token=sign(w.key, payload))
+async def test_invalid_claim(claims: dict[str, Any], w: World, http: aiohttp.ClientSession) -> None:
+    payload = json.dumps({**fresh_claims(w), **claims}).encode()
+    await expect_rejected(http, w, "invalid_claim", issuer="sender", token=sign(w.key, payload))
 
 
 @pytest.mark.parametrize(
@@ -592,22 +590,22 @@ async def test_invalid_claim(claims: dict[str, Any]) -> None:
     ids=["huge-int", "huge-negative-int", "1e400", "-1e400"],
 )
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
-async def test_invalid_claim_numbers_no_float_can_hold(claim: str, literal: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = sign(w.key, _raw_claims(w, **{claim: literal}))
-        await expect_rejected(http, w, "invalid_claim", issuer="sender", token=token)
+async def test_invalid_claim_numbers_no_float_can_hold(
+    claim: str, literal: str, w: World, http: aiohttp.ClientSession
+) -> None:
+    token = sign(w.key, _raw_claims(w, **{claim: literal}))
+    await expect_rejected(http, w, "invalid_claim", issuer="sender", token=token)
 
 
-async def test_body_hash_mismatch() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        await expect_rejected(
-            http, w, "body_hash_mismatch", issuer="sender", token=token, body=BODY + b" "
-        )
-        await expect_rejected(
-            http, w, "body_hash_mismatch", issuer="sender", token=token, body=b'{"id":43}'
-        )
-        await expect_forwarded(http, w, token)
+async def test_body_hash_mismatch(w: World, http: aiohttp.ClientSession) -> None:
+    token = w.token(BODY)
+    await expect_rejected(
+        http, w, "body_hash_mismatch", issuer="sender", token=token, body=BODY + b" "
+    )
+    await expect_rejected(
+        http, w, "body_hash_mismatch", issuer="sender", token=token, body=b'{"id":43}'
+    )
+    await expect_forwarded(http, w, token)
 
 
 async def test_body_hash_mismatch_for_bodies_nested_to_the_recursion_limit() -> None:
@@ -713,15 +711,16 @@ async def test_ecdsa_out_of_range_signatures_are_bad_signatures() -> None:
 # --- request shape -----------------------------------------------------------------------------
 
 
-async def test_two_authorization_headers_are_a_malformed_request() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        headers: CIMultiDict[str] = CIMultiDict()
-        headers.add("Authorization", f"Bearer {token}")
-        headers.add("Authorization", f"Bearer {w.token(BODY)}")
-        await expect_rejected(http, w, "malformed_request", issuer="unknown", headers=headers)
-        # The same token in one header is fine: the refusal was about the duplicate.
-        await expect_forwarded(http, w, token)
+async def test_two_authorization_headers_are_a_malformed_request(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers.add("Authorization", f"Bearer {token}")
+    headers.add("Authorization", f"Bearer {w.token(BODY)}")
+    await expect_rejected(http, w, "malformed_request", issuer="unknown", headers=headers)
+    # The same token in one header is fine: the refusal was about the duplicate.
+    await expect_forwarded(http, w, token)
 
 
 # --- fuzzing: library exceptions become 401, never 500 (T26) -----------------------------------
@@ -829,26 +828,90 @@ _FORCED_ERRORS: list[Any] = [None, True, False, "jwt_tool", 0, [], {}, -1, "", 2
 
 
 @pytest.mark.parametrize("part", ["header", "claims"])
-async def test_forced_errors_in_every_member_are_401(part: str) -> None:
+async def test_forced_errors_in_every_member_are_401(
+    part: str, w: World, http: aiohttp.ClientSession
+) -> None:
     """jwt_tool's forced-error mode: each member of a properly signed token replaced in turn."""
-    async with world() as w, aiohttp.ClientSession() as http:
-        header_base: dict[str, Any] = {"alg": "RS256", "typ": "JWT", "kid": w.key.kid}
-        sent = accepted = 0
-        for name in list(header_base if part == "header" else fresh_claims(w)):
-            for value in _FORCED_ERRORS:
-                header, claims = dict(header_base), fresh_claims(w)
-                (header if part == "header" else claims)[name] = value
-                token = rs256(w.key, header, claims)
-                async with http.post(w.url + "/hook", data=BODY, headers=bearer(token)) as resp:
-                    body = await resp.read()
-                    sent += 1
-                    if (name, value) == ("jti", "jwt_tool"):
-                        # A jti is any string: this one is a valid push, delivered.
-                        assert resp.status == 200, body
-                        accepted += 1
-                        continue
-                    assert resp.status == 401, (name, value, resp.status, body)
-                    assert json.loads(body)["error"] in UNAUTHORIZED
-        assert sent >= 30
-        assert len(w.backend.received) == accepted
-        assert await internal_errors(http, w) == 0
+    header_base: dict[str, Any] = {"alg": "RS256", "typ": "JWT", "kid": w.key.kid}
+    sent = accepted = 0
+    for name in list(header_base if part == "header" else fresh_claims(w)):
+        for value in _FORCED_ERRORS:
+            header, claims = dict(header_base), fresh_claims(w)
+            (header if part == "header" else claims)[name] = value
+            token = rs256(w.key, header, claims)
+            async with http.post(w.url + "/hook", data=BODY, headers=bearer(token)) as resp:
+                body = await resp.read()
+                sent += 1
+                if (name, value) == ("jti", "jwt_tool"):
+                    # A jti is any string: this one is a valid push, delivered.
+                    assert resp.status == 200, body
+                    accepted += 1
+                    continue
+                assert resp.status == 401, (name, value, resp.status, body)
+                assert json.loads(body)["error"] in UNAUTHORIZED
+    assert sent >= 30
+    assert len(w.backend.received) == accepted
+    assert await internal_errors(http, w) == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/billing/..%2Forders/hook", "/billing/%2e%2e%2forders/hook", "/b/..%5Co", "/a\\b"]
+)
+async def test_escaped_slashes_in_the_path_are_refused(
+    path: str, w: World, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+    async with http.post(w.url + path, data=BODY, headers=headers) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"] == "malformed_request"
+    assert w.backend.received == []
+
+
+async def test_a_pipelined_request_gets_its_own_header_deadline() -> None:
+    backend = GatedBackend()
+
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 0.3})
+
+    async with world(configure, backend=backend) as w:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        token = w.token(BODY)
+        first = (
+            f"POST /hook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY
+        writer.write(first)
+        await wait_until(lambda: backend.arrived == 1)
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\n")  # pipelined, never finished
+        await asyncio.sleep(0.1)
+        backend.gate.set()
+        # The first answer, then a 408 for the dribbling second one (not the 75 s keep-alive).
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"HTTP/1.1 408" in answer
+
+
+async def test_connections_beyond_the_bound_get_503_at_once() -> None:
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"max_connections": 2})
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        host, port = w.url.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await wait_until(lambda: len(w.running.server_guards()) == 2)  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered and closed at once
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"Retry-After: 1" in answer and b'"overloaded"' in answer
+        for _, held_writer in held:
+            held_writer.close()
+        await wait_until(lambda: len(w.running.server_guards()) == 0)  # type: ignore[union-attr]
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        async with http.get(w.admin_url + "/metrics") as resp:
+            text = await resp.text()
+        assert 'reason="overloaded"} 1.0' in text

@@ -31,8 +31,8 @@ from tests.httpkit import (
 from tests.support import (
     Backend,
     World,
+    bound_socket,
     claims_for,
-    free_port,
     gateway_config,
     serve_app,
     sign,
@@ -66,7 +66,8 @@ class GatedBackend(Backend):
 
 # -- the backend cannot take the push: the token is not consumed ---------------------------------
 async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once() -> None:
-    port = free_port()  # nothing listens here yet
+    sock = bound_socket()  # bound, not listening: connections are refused
+    port = sock.getsockname()[1]
 
     def configure(w: World) -> Any:
         return gateway_config(w.jwks_url, f"http://127.0.0.1:{port}")
@@ -76,7 +77,7 @@ async def test_upstream_down_then_the_retry_of_the_same_token_is_forwarded_once(
         reply = await push(http, w, BODY, token=token)
         assert reply.outcome == (502, "upstream_unavailable")
         backend = Backend()
-        async with serve_app(backend.app(), port):
+        async with serve_app(backend.app(), sock=sock):
             reply = await push(http, w, BODY, token=token)
             assert reply.status == 200, reply.body
             reply = await push(http, w, BODY, token=token)
@@ -107,47 +108,50 @@ async def test_upstream_timeout_then_the_retry_succeeds() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_backend_5xx_passes_through_and_the_retry_is_forwarded(status: int) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        w.backend.status = status
-        w.backend.response_body = b'{"backend":"down"}'
-        reply = await push(http, w, BODY, token=token)
-        assert reply.status == status
-        assert reply.body == b'{"backend":"down"}'
-        w.backend.status = 200
-        w.backend.response_body = b'{"ok":true}'
-        reply = await push(http, w, BODY, token=token)
-        assert (reply.status, reply.body) == (200, b'{"ok":true}')
-        reply = await push(http, w, BODY, token=token)
-        assert reply.outcome == (409, "replayed")
-        assert len(w.backend.received) == 2
+async def test_backend_5xx_passes_through_and_the_retry_is_forwarded(
+    status: int, w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    w.backend.status = status
+    w.backend.response_body = b'{"backend":"down"}'
+    reply = await push(http, w, BODY, token=token)
+    assert reply.status == status
+    assert reply.body == b'{"backend":"down"}'
+    w.backend.status = 200
+    w.backend.response_body = b'{"ok":true}'
+    reply = await push(http, w, BODY, token=token)
+    assert (reply.status, reply.body) == (200, b'{"ok":true}')
+    reply = await push(http, w, BODY, token=token)
+    assert reply.outcome == (409, "replayed")
+    assert len(w.backend.received) == 2
 
 
 @pytest.mark.parametrize("status", [400, 404, 410, 422])
-async def test_backend_4xx_consumes_the_token(status: int) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        w.backend.status = status
-        reply = await push(http, w, BODY, token=token)
-        assert reply.status == status
-        w.backend.status = 200
-        reply = await push(http, w, BODY, token=token)
-        assert reply.outcome == (409, "replayed")
-        assert len(w.backend.received) == 1
+async def test_backend_4xx_consumes_the_token(
+    status: int, w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    w.backend.status = status
+    reply = await push(http, w, BODY, token=token)
+    assert reply.status == status
+    w.backend.status = 200
+    reply = await push(http, w, BODY, token=token)
+    assert reply.outcome == (409, "replayed")
+    assert len(w.backend.received) == 1
 
 
 @pytest.mark.parametrize("status", [408, 429])
-async def test_backend_408_or_429_releases_the_token(status: int) -> None:
+async def test_backend_408_or_429_releases_the_token(
+    status: int, w: World, http: aiohttp.ClientSession
+) -> None:
     # "Not taken, try again": the backend did not process the push, so the retry must be taken.
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        w.backend.status = status
-        assert (await push(http, w, BODY, token=token)).status == status
-        w.backend.status = 200
-        assert (await push(http, w, BODY, token=token)).status == 200
-        assert (await push(http, w, BODY, token=token)).outcome == (409, "replayed")
-        assert len(w.backend.received) == 2
+    token = w.token(BODY)
+    w.backend.status = status
+    assert (await push(http, w, BODY, token=token)).status == status
+    w.backend.status = 200
+    assert (await push(http, w, BODY, token=token)).status == 200
+    assert (await push(http, w, BODY, token=token)).outcome == (409, "replayed")
+    assert len(w.backend.received) == 2
 
 
 async def test_concurrent_duplicates_are_forwarded_exactly_once() -> None:
@@ -167,15 +171,16 @@ async def test_concurrent_duplicates_are_forwarded_exactly_once() -> None:
         assert len(backend.received) == 1
 
 
-async def test_simultaneous_duplicates_are_forwarded_exactly_once() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        replies = await asyncio.gather(*(push(http, w, BODY, token=token) for _ in range(20)))
-        outcomes = sorted(r.outcome for r in replies)
-        # Each copy is told "delivered" if it came after the first one's answer, else "in flight".
-        assert outcomes[0] == (200, None)
-        assert set(outcomes[1:]) <= {(409, "replayed"), (503, "replay_in_flight")}
-        assert len(w.backend.received) == 1
+async def test_simultaneous_duplicates_are_forwarded_exactly_once(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    replies = await asyncio.gather(*(push(http, w, BODY, token=token) for _ in range(20)))
+    outcomes = sorted(r.outcome for r in replies)
+    # Each copy is told "delivered" if it came after the first one's answer, else "in flight".
+    assert outcomes[0] == (200, None)
+    assert set(outcomes[1:]) <= {(409, "replayed"), (503, "replay_in_flight")}
+    assert len(w.backend.received) == 1
 
 
 # -- the replay store is full --------------------------------------------------------------------
@@ -331,41 +336,41 @@ def _hostile_requests(w: World) -> list[bytes]:
     return out
 
 
-async def test_no_input_gets_a_5xx_from_the_gateway() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        for raw_request in _hostile_requests(w):
-            raw = await raw_exchange(w.url, raw_request)
-            if not raw:
-                continue  # closed without an answer (e.g. a TLS handshake): not a 5xx either
-            status = raw_status(raw)
-            assert status < 500, (raw_request[:200], raw[:300])
-        m = await scrape(http, w.admin_url)
-        errors = {
-            dict(labels).get("reason")
-            for labels in m.label_sets("jwksgate_requests_total")
-            if dict(labels).get("outcome") == "error"
-        }
-        assert errors == set()
+async def test_no_input_gets_a_5xx_from_the_gateway(w: World, http: aiohttp.ClientSession) -> None:
+    for raw_request in _hostile_requests(w):
+        raw = await raw_exchange(w.url, raw_request)
+        if not raw:
+            continue  # closed without an answer (e.g. a TLS handshake): not a 5xx either
+        status = raw_status(raw)
+        assert status < 500, (raw_request[:200], raw[:300])
+    m = await scrape(http, w.admin_url)
+    errors = {
+        dict(labels).get("reason")
+        for labels in m.label_sets("jwksgate_requests_total")
+        if dict(labels).get("outcome") == "error"
+    }
+    assert errors == set()
 
 
-async def test_headers_that_are_not_utf8_are_refused_and_the_token_kept() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        token = w.token(BODY)
-        head = (
-            request_bytes(
-                "POST",
-                "/hook",
-                {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))},
-            )[:-2]
-            + b"X-Bin: caf\xe9 \xff\r\n\r\n"
-        )
-        raw = await raw_exchange(w.url, head + BODY)
-        # The client library would drop bytes that are not UTF-8: refused, never altered.
-        assert raw_status(raw) == 400
-        assert b"malformed_request" in raw
-        assert w.backend.received == []
-        # The token was not consumed by the push that was never delivered.
-        assert (await push(http, w, BODY, token=token)).status == 200
+async def test_headers_that_are_not_utf8_are_refused_and_the_token_kept(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    token = w.token(BODY)
+    head = (
+        request_bytes(
+            "POST",
+            "/hook",
+            {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))},
+        )[:-2]
+        + b"X-Bin: caf\xe9 \xff\r\n\r\n"
+    )
+    raw = await raw_exchange(w.url, head + BODY)
+    # The client library would drop bytes that are not UTF-8: refused, never altered.
+    assert raw_status(raw) == 400
+    assert b"malformed_request" in raw
+    assert w.backend.received == []
+    # The token was not consumed by the push that was never delivered.
+    assert (await push(http, w, BODY, token=token)).status == 200
 
 
 # -- the backend breaks off its answer -----------------------------------------------------------

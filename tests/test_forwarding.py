@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.config import parse_config
 from tests.httpkit import (
     config_with,
     push,
@@ -78,12 +79,13 @@ async def test_method_and_body_arrive_byte_for_byte(method: str) -> None:
         "/x?%zz=1&e=%20&s='!*()",
     ],
 )
-async def test_path_and_query_arrive_unchanged(path_qs: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await push(http, w, BODY, path=path_qs)
-        assert reply.status == 200, reply.body
-        [got] = w.backend.received
-        assert got.path_qs == path_qs
+async def test_path_and_query_arrive_unchanged(
+    path_qs: str, w: World, http: aiohttp.ClientSession
+) -> None:
+    reply = await push(http, w, BODY, path=path_qs)
+    assert reply.status == 200, reply.body
+    [got] = w.backend.received
+    assert got.path_qs == path_qs
 
 
 # -- headers the gateway owns --------------------------------------------------------------------
@@ -115,13 +117,14 @@ async def test_spoofed_claim_headers_never_reach_the_backend() -> None:
         }
 
 
-async def test_spoofed_claim_header_is_removed_when_the_token_lacks_the_claim() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await push(http, w, BODY, headers={"X-Jwt-Sub": "admin", "X_Jwt_Sub": "admin"})
-        assert reply.status == 200, reply.body
-        [got] = w.backend.received
-        assert "x-jwt-sub" not in got.headers
-        assert "x_jwt_sub" not in got.headers
+async def test_spoofed_claim_header_is_removed_when_the_token_lacks_the_claim(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    reply = await push(http, w, BODY, headers={"X-Jwt-Sub": "admin", "X_Jwt_Sub": "admin"})
+    assert reply.status == 200, reply.body
+    [got] = w.backend.received
+    assert "x-jwt-sub" not in got.headers
+    assert "x_jwt_sub" not in got.headers
 
 
 async def test_connection_listed_names_cannot_strip_the_gateway_headers() -> None:
@@ -172,17 +175,16 @@ async def test_hop_by_hop_headers_are_stripped() -> None:
         assert got.headers["x-kept"] == ["kept"]
 
 
-async def test_upgrade_request_is_not_tunnelled() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        headers = {"Connection": "Upgrade", "Upgrade": "h2c"}
-        reply = await push(http, w, BODY, headers=headers)
-        # Either refused as malformed or forwarded as a plain request; never a tunnel, never 5xx.
-        assert reply.status in (200, 400), reply.body
-        assert len(w.backend.received) == (1 if reply.status == 200 else 0)
-        for got in w.backend.received:
-            assert "upgrade" not in got.headers
-            assert "connection" not in got.headers
-            assert got.body == BODY
+async def test_upgrade_request_is_not_tunnelled(w: World, http: aiohttp.ClientSession) -> None:
+    headers = {"Connection": "Upgrade", "Upgrade": "h2c"}
+    reply = await push(http, w, BODY, headers=headers)
+    # Either refused as malformed or forwarded as a plain request; never a tunnel, never 5xx.
+    assert reply.status in (200, 400), reply.body
+    assert len(w.backend.received) == (1 if reply.status == 200 else 0)
+    for got in w.backend.received:
+        assert "upgrade" not in got.headers
+        assert "connection" not in got.headers
+        assert got.body == BODY
 
 
 @pytest.mark.parametrize("keep_token", [False, True])
@@ -217,43 +219,46 @@ async def test_forwarded_headers_replace_client_values() -> None:
         assert "x_forwarded_for" not in got.headers
 
 
-async def test_request_id_is_honoured_when_well_formed() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await push(http, w, BODY, headers={"X-Request-Id": "abc-123.XYZ:7_a"})
-        assert reply.status == 200, reply.body
-        [got] = w.backend.received
-        assert got.headers["x-request-id"] == ["abc-123.XYZ:7_a"]
+async def test_request_id_is_honoured_when_well_formed(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    reply = await push(http, w, BODY, headers={"X-Request-Id": "abc-123.XYZ:7_a"})
+    assert reply.status == 200, reply.body
+    [got] = w.backend.received
+    assert got.headers["x-request-id"] == ["abc-123.XYZ:7_a"]
 
 
 @pytest.mark.parametrize("incoming", [None, "has space", "x" * 129, "a\tb", "é"])
-async def test_request_id_is_generated_when_absent_or_malformed(incoming: str | None) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        headers = {} if incoming is None else {"X-Request-Id": incoming}
-        for _ in range(2):
-            reply = await push(http, w, BODY, headers=headers)
-            assert reply.status == 200, reply.body
-        ids = [got.headers["x-request-id"] for got in w.backend.received]
-        for one in ids:
-            assert len(one) == 1
-            assert re.fullmatch(r"[0-9a-f]{32}", one[0]), one
-        assert ids[0] != ids[1]
-
-
-async def test_claims_header_is_base64url_of_the_verified_claims() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        claims: dict[str, Any] = {"sub": "agent-7", "nested": {"a": [1, 2, {"é": None}]}}
-        token = w.token(BODY, **claims)
-        reply = await push(http, w, BODY, token=token)
+async def test_request_id_is_generated_when_absent_or_malformed(
+    incoming: str | None, w: World, http: aiohttp.ClientSession
+) -> None:
+    headers = {} if incoming is None else {"X-Request-Id": incoming}
+    for _ in range(2):
+        reply = await push(http, w, BODY, headers=headers)
         assert reply.status == 200, reply.body
-        [got] = w.backend.received
-        [value] = got.headers["x-jwt-claims"]
-        assert "=" not in value
-        assert re.fullmatch(r"[A-Za-z0-9_-]+", value)
-        assert _b64url_json(value) == _b64url_json(token.split(".")[1])
-        decoded = _b64url_json(value)
-        assert decoded["sub"] == "agent-7"
-        assert decoded["nested"] == claims["nested"]
-        assert decoded["request_body_sha256"] == body_hash(BODY)
+    ids = [got.headers["x-request-id"] for got in w.backend.received]
+    for one in ids:
+        assert len(one) == 1
+        assert re.fullmatch(r"[0-9a-f]{32}", one[0]), one
+    assert ids[0] != ids[1]
+
+
+async def test_claims_header_is_base64url_of_the_verified_claims(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    claims: dict[str, Any] = {"sub": "agent-7", "nested": {"a": [1, 2, {"é": None}]}}
+    token = w.token(BODY, **claims)
+    reply = await push(http, w, BODY, token=token)
+    assert reply.status == 200, reply.body
+    [got] = w.backend.received
+    [value] = got.headers["x-jwt-claims"]
+    assert "=" not in value
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", value)
+    assert _b64url_json(value) == _b64url_json(token.split(".")[1])
+    decoded = _b64url_json(value)
+    assert decoded["sub"] == "agent-7"
+    assert decoded["nested"] == claims["nested"]
+    assert decoded["request_body_sha256"] == body_hash(BODY)
 
 
 # -- claim values as header values ----------------------------------------------------------------
@@ -290,12 +295,13 @@ async def test_claim_values_become_printable_ascii_headers(value: Any, expected:
         assert re.fullmatch(r"[\x20-\x7e]*", expected)
 
 
-async def test_sub_with_control_characters_is_forwarded_escaped() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await push(http, w, BODY, sub="agent\r\n7\x00\x7f")
-        assert reply.status == 200, reply.body
-        [got] = w.backend.received
-        assert got.headers["x-jwt-sub"] == ['"agent\\r\\n7\\u0000\\u007f"']
+async def test_sub_with_control_characters_is_forwarded_escaped(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    reply = await push(http, w, BODY, sub="agent\r\n7\x00\x7f")
+    assert reply.status == 200, reply.body
+    [got] = w.backend.received
+    assert got.headers["x-jwt-sub"] == ['"agent\\r\\n7\\u0000\\u007f"']
 
 
 async def test_claim_over_4096_bytes_is_left_out_of_its_header_and_counted() -> None:
@@ -422,47 +428,48 @@ async def test_content_length_over_the_limit_with_the_body_sent() -> None:
 
 # -- the backend's answer ------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [200, 201, 202, 400, 404, 410, 422, 429])
-async def test_backend_answer_comes_back_unchanged(status: int) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        w.backend.status = status
-        w.backend.response_body = b'{"backend":"says", "status": %d}' % status
-        w.backend.response_headers = {
-            "X-Backend": "yes",
-            "Cache-Control": "no-store",
-            "Set-Cookie": "a=b; HttpOnly",
-            "Retry-After": "7",
-            "Location": "/elsewhere",
-        }
-        reply = await push(http, w, BODY)
-        assert reply.status == status
-        assert reply.body == w.backend.response_body
-        for name, value in w.backend.response_headers.items():
-            assert reply.headers.getall(name) == [value]
-        assert reply.headers["Content-Type"] == "application/json"
-        assert reply.headers["Content-Length"] == str(len(w.backend.response_body))
-        assert "WWW-Authenticate" not in reply.headers
+async def test_backend_answer_comes_back_unchanged(
+    status: int, w: World, http: aiohttp.ClientSession
+) -> None:
+    w.backend.status = status
+    w.backend.response_body = b'{"backend":"says", "status": %d}' % status
+    w.backend.response_headers = {
+        "X-Backend": "yes",
+        "Cache-Control": "no-store",
+        "Set-Cookie": "a=b; HttpOnly",
+        "Retry-After": "7",
+        "Location": "/elsewhere",
+    }
+    reply = await push(http, w, BODY)
+    assert reply.status == status
+    assert reply.body == w.backend.response_body
+    for name, value in w.backend.response_headers.items():
+        assert reply.headers.getall(name) == [value]
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.headers["Content-Length"] == str(len(w.backend.response_body))
+    assert "WWW-Authenticate" not in reply.headers
 
 
-async def test_backend_204_comes_back_as_204() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        w.backend.status = 204
-        w.backend.response_body = b""
-        w.backend.response_headers = {"X-Backend": "acked"}
-        reply = await push(http, w, BODY)
-        assert (reply.status, reply.body) == (204, b"")
-        assert reply.headers["X-Backend"] == "acked"
-        assert len(w.backend.received) == 1
+async def test_backend_204_comes_back_as_204(w: World, http: aiohttp.ClientSession) -> None:
+    w.backend.status = 204
+    w.backend.response_body = b""
+    w.backend.response_headers = {"X-Backend": "acked"}
+    reply = await push(http, w, BODY)
+    assert (reply.status, reply.body) == (204, b"")
+    assert reply.headers["X-Backend"] == "acked"
+    assert len(w.backend.received) == 1
 
 
-async def test_large_sized_response_is_streamed_back_unchanged() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        w.backend.response_body = os.urandom(300 * 1024 + 7)
-        w.backend.response_headers = {"X-Backend": "big"}
-        reply = await push(http, w, BODY)
-        assert reply.status == 200
-        assert reply.body == w.backend.response_body
-        assert reply.headers["Content-Length"] == str(300 * 1024 + 7)
-        assert reply.headers["X-Backend"] == "big"
+async def test_large_sized_response_is_streamed_back_unchanged(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    w.backend.response_body = os.urandom(300 * 1024 + 7)
+    w.backend.response_headers = {"X-Backend": "big"}
+    reply = await push(http, w, BODY)
+    assert reply.status == 200
+    assert reply.body == w.backend.response_body
+    assert reply.headers["Content-Length"] == str(300 * 1024 + 7)
+    assert reply.headers["X-Backend"] == "big"
 
 
 async def test_unsized_streamed_response_comes_back_unchanged() -> None:
@@ -541,22 +548,24 @@ async def test_dribbled_headers_on_a_kept_alive_connection_are_408() -> None:
 
 # -- request targets -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "target",
+    ("target", "seen"),
     [
-        "http://evil.example/hook",
-        "http://127.0.0.1:1/hook?x=1",
-        "https://evil.example:443/",
+        ("http://evil.example/hook", "/hook"),
+        ("http://127.0.0.1:1/hook?x=1", "/hook?x=1"),
+        ("https://evil.example:443/", "/"),
     ],
 )
-async def test_absolute_form_target_is_400(target: str) -> None:
-    async with world() as w:
-        token = w.token(BODY)
-        head = request_bytes(
-            "POST", target, {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))}
-        )
-        raw = await raw_exchange(w.url, head + BODY)
-        assert raw_status(raw) == 400
-        assert w.backend.received == []
+async def test_absolute_form_target_is_forwarded_by_its_path(
+    target: str, seen: str, w: World
+) -> None:
+    # RFC 9112 3.2.2 (issue 13 item 10): accepted, the authority ignored, never an open proxy.
+    token = w.token(BODY)
+    head = request_bytes(
+        "POST", target, {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))}
+    )
+    raw = await raw_exchange(w.url, head + BODY)
+    assert raw_status(raw) == 200
+    assert [r.path_qs for r in w.backend.received] == [seen]
 
 
 @pytest.mark.parametrize(
@@ -573,24 +582,24 @@ async def test_absolute_form_target_is_400(target: str) -> None:
         "/a/%2e/hook",
     ],
 )
-async def test_dot_segments_are_400(path: str) -> None:
-    async with world() as w:
-        token = w.token(BODY)
-        head = request_bytes(
-            "POST", path, {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))}
-        )
-        raw = await raw_exchange(w.url, head + BODY)
-        assert raw_status(raw) == 400
-        assert raw_json(raw)["error"] == "malformed_request"
-        assert w.backend.received == []
+async def test_dot_segments_are_400(path: str, w: World) -> None:
+    token = w.token(BODY)
+    head = request_bytes(
+        "POST", path, {"Authorization": f"Bearer {token}", "Content-Length": str(len(BODY))}
+    )
+    raw = await raw_exchange(w.url, head + BODY)
+    assert raw_status(raw) == 400
+    assert raw_json(raw)["error"] == "malformed_request"
+    assert w.backend.received == []
 
 
 @pytest.mark.parametrize("path", ["/a/..b/hook", "/.well-known/hook", "/a/...x/b"])
-async def test_dots_inside_segments_are_forwarded(path: str) -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        reply = await push(http, w, BODY, path=path)
-        assert reply.status == 200, reply.body
-        assert [got.path_qs for got in w.backend.received] == [path]
+async def test_dots_inside_segments_are_forwarded(
+    path: str, w: World, http: aiohttp.ClientSession
+) -> None:
+    reply = await push(http, w, BODY, path=path)
+    assert reply.status == 200, reply.body
+    assert [got.path_qs for got in w.backend.received] == [path]
 
 
 # -- Expect: 100-continue ------------------------------------------------------------------------
@@ -609,16 +618,15 @@ async def test_expect_100_continue_sender_is_asked_for_its_body() -> None:
         assert "expect" not in got.headers
 
 
-async def test_expect_100_continue_with_a_bad_token_is_refused_before_the_body() -> None:
-    async with world() as w:
-        head = request_bytes(
-            "POST",
-            "/hook",
-            {"Authorization": "Bearer a.b.c", "Expect": "100-continue", "Content-Length": "10"},
-        )
-        raw = await raw_exchange(w.url, head)
-        assert raw_status(raw) == 401
-        assert w.backend.received == []
+async def test_expect_100_continue_with_a_bad_token_is_refused_before_the_body(w: World) -> None:
+    head = request_bytes(
+        "POST",
+        "/hook",
+        {"Authorization": "Bearer a.b.c", "Expect": "100-continue", "Content-Length": "10"},
+    )
+    raw = await raw_exchange(w.url, head)
+    assert raw_status(raw) == 401
+    assert w.backend.received == []
 
 
 async def test_expect_100_continue_on_the_wire() -> None:
@@ -639,3 +647,41 @@ async def test_expect_100_continue_on_the_wire() -> None:
         raw = await raw_exchange(w.url, head, body, pause=0.2, responses=2)
         assert re.findall(rb"HTTP/1\.1 (\d{3}) ", raw) == [b"100", b"200"]
         assert len(w.backend.received) == 1
+
+
+async def test_static_token_headers_never_reach_the_backend() -> None:
+    token = "notification-token-" + "x" * 16
+
+    def configure(w: World) -> object:
+        return parse_config(
+            {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "upstream": {"url": w.backend_url},
+                "issuers": [
+                    {"name": "sdk", "profile": "a2a-static-token",
+                     "static_token": {"tokens": [token]}},
+                ],
+            }
+        )  # fmt: skip
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        headers = {"X-A2A-Notification-Token": token, "A2A-Notification-Token": token}
+        async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+            assert resp.status == 200
+        [got] = w.backend.received
+        assert got.header("X-A2A-Notification-Token") is None
+        assert got.header("A2A-Notification-Token") is None
+        assert got.header("X-Jwt-Issuer") == "sdk"
+
+
+async def test_head_keeps_the_backends_content_length(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    w.backend.response_body = b"x" * 1234
+    headers = {"Authorization": f"Bearer {w.token(b'')}"}
+    async with http.head(w.url + "/hook", headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == "1234"
+        assert await resp.read() == b""
+    assert [r.method for r in w.backend.received] == ["HEAD"]

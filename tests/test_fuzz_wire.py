@@ -409,19 +409,15 @@ def check_answer(case: Case, a: Answer, forwarded: bool) -> str:
     if forwarded:
         assert a.status == 200 and a.body == b'{"ok":true}', where
         return "forwarded"
-    ctype = a.headers.get("content-type", "")
-    if ctype.startswith("application/json"):
-        payload = json.loads(a.body)
-        reason: str = payload.get("error")
-        assert reason in REASONS and REASONS[reason].status == a.status, (reason, a.status, where)
-        assert isinstance(payload.get("detail"), str), where
-        if a.status >= 500:
-            assert reason in RETRYABLE, (reason, where)
-        return reason
-    # aiohttp's own parser refusals are plain-text 400s (README "Known limits", issue 13 item 3):
-    # they are counted here and checked to be 400, never a 5xx.
-    assert a.status == 400, (a.status, a.body[:200], where)
-    return "parser_400"
+    # Every answer the gateway makes is its JSON error, aiohttp's parser refusals included.
+    assert a.headers.get("content-type", "").startswith("application/json"), (a, where)
+    payload = json.loads(a.body)
+    reason: str = payload.get("error")
+    assert reason in REASONS and REASONS[reason].status == a.status, (reason, a.status, where)
+    assert isinstance(payload.get("detail"), str), where
+    if a.status >= 500:
+        assert reason in RETRYABLE, (reason, where)
+    return reason
 
 
 async def test_mutated_pushes_over_the_wire() -> None:
@@ -539,15 +535,9 @@ async def test_a_nested_prefix_owns_its_subtree_over_the_wire(issuer: str, path:
         assert [r.path_qs for r in w.backend.received][-1] == ISSUERS[issuer][2][1]
 
 
-# --- found by the fuzz, owned elsewhere: strict xfails for the owners ------------------------
+# --- found by the fuzz (issue 13 items 1 and 3) ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 1 and its sibling (app.py): ';params' hide a dot segment or a nested "
-    "prefix from routing, and a servlet backend strips them, so a /hooks token reaches "
-    "/hooks/payments or the root issuer's paths",
-)
 @pytest.mark.parametrize(
     ("issuer", "path"),
     [
@@ -564,11 +554,6 @@ async def test_path_params_do_not_carry_a_push_out_of_its_subtree(issuer: str, p
         assert w.backend.received == [], answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 3 (server.py): aiohttp's own parser refusals are plain-text 400s, "
-    "not the gateway's JSON error",
-)
 @pytest.mark.parametrize(
     "data",
     [

@@ -30,6 +30,7 @@ from tests.support import (
     claims_for,
     gateway_config,
     serve_app,
+    sign,
     wait_until,
     world,
 )
@@ -116,48 +117,51 @@ async def fetches(http: aiohttp.ClientSession, w: World) -> dict[str, float]:
 
 
 # -- rotation and kid-miss flooding --------------------------------------------------------------
-async def test_rotated_key_triggers_exactly_one_refetch_and_is_accepted() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        assert w.jwks.fetches == 1
-        new = w.jwks.add_key()
-        w.clock.advance(11)  # past min_refresh_interval_seconds (10)
-        reply = await push(http, w, BODY, token=w.token(BODY, key=new))
-        assert reply.status == 200, reply.body
-        assert w.jwks.fetches == 2
-        # Now cached: neither the new nor the old key costs another fetch.
-        for key in (new, w.key, new):
-            assert (await push(http, w, BODY, token=w.token(BODY, key=key))).status == 200
-        assert w.jwks.fetches == 2
+async def test_rotated_key_triggers_exactly_one_refetch_and_is_accepted(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    assert w.jwks.fetches == 1
+    new = w.jwks.add_key()
+    w.clock.advance(11)  # past min_refresh_interval_seconds (10)
+    reply = await push(http, w, BODY, token=w.token(BODY, key=new))
+    assert reply.status == 200, reply.body
+    assert w.jwks.fetches == 2
+    # Now cached: neither the new nor the old key costs another fetch.
+    for key in (new, w.key, new):
+        assert (await push(http, w, BODY, token=w.token(BODY, key=key))).status == 200
+    assert w.jwks.fetches == 2
 
 
-async def test_new_kid_right_after_a_successful_fetch_is_unknown_until_the_interval() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        new = w.jwks.add_key()
-        reply = await push(http, w, BODY, token=w.token(BODY, key=new))
-        # The set was fetched successfully less than min_refresh_interval ago: truly absent.
-        assert reply.outcome == (401, "unknown_kid")
-        assert reply.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
-        assert w.jwks.fetches == 1
-        w.clock.advance(10.5)
-        assert (await push(http, w, BODY, token=w.token(BODY, key=new))).status == 200
-        assert w.jwks.fetches == 2
+async def test_new_kid_right_after_a_successful_fetch_is_unknown_until_the_interval(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    new = w.jwks.add_key()
+    reply = await push(http, w, BODY, token=w.token(BODY, key=new))
+    # The set was fetched successfully less than min_refresh_interval ago: truly absent.
+    assert reply.outcome == (401, "unknown_kid")
+    assert reply.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    assert w.jwks.fetches == 1
+    w.clock.advance(10.5)
+    assert (await push(http, w, BODY, token=w.token(BODY, key=new))).status == 200
+    assert w.jwks.fetches == 2
 
 
-async def test_random_kid_flood_causes_at_most_a_handful_of_fetches() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        w.clock.advance(11)  # a refetch is allowed: the flood may use it once, not 1,000 times
-        tokens = [forged(w, uuid.uuid4().hex) for _ in range(1000)]
-        replies: list[Reply] = []
-        for start in range(0, len(tokens), 50):
-            batch = tokens[start : start + 50]
-            replies += await asyncio.gather(*(push(http, w, BODY, token=t) for t in batch))
-        assert {r.outcome for r in replies} == {(401, "unknown_kid")}
-        assert len(replies) == 1000
-        assert w.jwks.fetches <= 3
-        m = await scrape(http, w.admin_url)
-        suppressed = m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender")
-        assert suppressed >= 1000 - 50  # all but the first batch, which shared the one refetch
-        assert w.backend.received == []
+async def test_random_kid_flood_causes_at_most_a_handful_of_fetches(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    w.clock.advance(11)  # a refetch is allowed: the flood may use it once, not 1,000 times
+    tokens = [forged(w, uuid.uuid4().hex) for _ in range(1000)]
+    replies: list[Reply] = []
+    for start in range(0, len(tokens), 50):
+        batch = tokens[start : start + 50]
+        replies += await asyncio.gather(*(push(http, w, BODY, token=t) for t in batch))
+    assert {r.outcome for r in replies} == {(401, "unknown_kid")}
+    assert len(replies) == 1000
+    assert w.jwks.fetches <= 3
+    m = await scrape(http, w.admin_url)
+    suppressed = m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender")
+    assert suppressed >= 1000 - 50  # all but the first batch, which shared the one refetch
+    assert w.backend.received == []
 
 
 async def test_concurrent_requests_with_one_new_kid_share_one_fetch() -> None:
@@ -208,22 +212,23 @@ async def test_jwks_down_at_startup_then_recovering() -> None:
         assert len(w.backend.received) == 1
 
 
-async def test_jwks_down_after_first_fetch_keeps_cached_keys_and_answers_503_for_unknown() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        w.jwks.status = 503
-        w.clock.advance(11)
-        ghost = ghost_key(w)
-        reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
-        # The fetch failed: the kid may be a new key the gateway cannot see yet.
-        assert reply.outcome == (503, "jwks_unavailable")
-        assert int(reply.headers["Retry-After"]) >= 1
-        assert (await fetches(http, w))["failure"] == 1
-        # Still within the interval, and the last fetch failed: still 503, never 401.
-        reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
-        assert reply.outcome == (503, "jwks_unavailable")
-        # The last good set keeps verifying.
-        assert (await push(http, w, BODY)).status == 200
-        assert (await get(http, w.admin_url + "/readyz")).status == 200
+async def test_jwks_down_after_first_fetch_keeps_cached_keys_and_answers_503_for_unknown(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    w.jwks.status = 503
+    w.clock.advance(11)
+    ghost = ghost_key(w)
+    reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
+    # The fetch failed: the kid may be a new key the gateway cannot see yet.
+    assert reply.outcome == (503, "jwks_unavailable")
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert (await fetches(http, w))["failure"] == 1
+    # Still within the interval, and the last fetch failed: still 503, never 401.
+    reply = await push(http, w, BODY, token=w.token(BODY, key=ghost))
+    assert reply.outcome == (503, "jwks_unavailable")
+    # The last good set keeps verifying.
+    assert (await push(http, w, BODY)).status == 200
+    assert (await get(http, w.admin_url + "/readyz")).status == 200
 
 
 async def test_key_set_older_than_max_stale_is_not_used() -> None:
@@ -480,46 +485,47 @@ async def test_etag_of_a_rejected_document_does_not_revalidate_the_old_set() -> 
 
 
 # -- metrics -------------------------------------------------------------------------------------
-async def test_jwks_metrics_follow_fetches_keys_age_and_suppressed_refetches() -> None:
-    async with world() as w, aiohttp.ClientSession() as http:
-        m = await scrape(http, w.admin_url)
-        assert await fetches(http, w) == {"success": 1, "failure": 0, "not_modified": 0}
-        assert m.value("jwksgate_jwks_keys", issuer="sender") == 1
-        assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
-        assert m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender") == 0
+async def test_jwks_metrics_follow_fetches_keys_age_and_suppressed_refetches(
+    w: World, http: aiohttp.ClientSession
+) -> None:
+    m = await scrape(http, w.admin_url)
+    assert await fetches(http, w) == {"success": 1, "failure": 0, "not_modified": 0}
+    assert m.value("jwksgate_jwks_keys", issuer="sender") == 1
+    assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
+    assert m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender") == 0
 
-        w.clock.advance(42)
-        m = await scrape(http, w.admin_url)
-        assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 42
+    w.clock.advance(42)
+    m = await scrape(http, w.admin_url)
+    assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 42
 
-        # Rotation: two more keys, fetched by the first token that names one.
-        new = [w.jwks.add_key(), w.jwks.add_key(kty="EC")]
-        assert (await push(http, w, BODY, token=w.token(BODY, key=new[0]))).status == 200
-        m = await scrape(http, w.admin_url)
-        assert m.value("jwksgate_jwks_keys", issuer="sender") == 3
-        assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
-        assert await fetches(http, w) == {"success": 2, "failure": 0, "not_modified": 0}
+    # Rotation: two more keys, fetched by the first token that names one.
+    new = [w.jwks.add_key(), w.jwks.add_key(kty="EC")]
+    assert (await push(http, w, BODY, token=w.token(BODY, key=new[0]))).status == 200
+    m = await scrape(http, w.admin_url)
+    assert m.value("jwksgate_jwks_keys", issuer="sender") == 3
+    assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 0
+    assert await fetches(http, w) == {"success": 2, "failure": 0, "not_modified": 0}
 
-        # Unknown kids within the interval: each refetch is suppressed and counted.
-        for _ in range(3):
-            assert (await push(http, w, BODY, token=forged(w, "nope"))).outcome == (
-                401,
-                "unknown_kid",
-            )
-        m = await scrape(http, w.admin_url)
-        assert m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender") == 3
-
-        # A failure is counted; the key count and age still describe the last good set.
-        w.jwks.status = 500
-        w.clock.advance(20)
+    # Unknown kids within the interval: each refetch is suppressed and counted.
+    for _ in range(3):
         assert (await push(http, w, BODY, token=forged(w, "nope"))).outcome == (
-            503,
-            "jwks_unavailable",
+            401,
+            "unknown_kid",
         )
-        m = await scrape(http, w.admin_url)
-        assert await fetches(http, w) == {"success": 2, "failure": 1, "not_modified": 0}
-        assert m.value("jwksgate_jwks_keys", issuer="sender") == 3
-        assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 20
+    m = await scrape(http, w.admin_url)
+    assert m.value("jwksgate_jwks_refetches_suppressed_total", issuer="sender") == 3
+
+    # A failure is counted; the key count and age still describe the last good set.
+    w.jwks.status = 500
+    w.clock.advance(20)
+    assert (await push(http, w, BODY, token=forged(w, "nope"))).outcome == (
+        503,
+        "jwks_unavailable",
+    )
+    m = await scrape(http, w.admin_url)
+    assert await fetches(http, w) == {"success": 2, "failure": 1, "not_modified": 0}
+    assert m.value("jwksgate_jwks_keys", issuer="sender") == 3
+    assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == 20
 
 
 async def test_jwks_age_is_minus_one_before_the_first_success() -> None:
@@ -533,3 +539,37 @@ async def test_jwks_age_is_minus_one_before_the_first_success() -> None:
         assert m.value("jwksgate_jwks_age_seconds", issuer="sender") == -1
         assert m.value("jwksgate_jwks_keys", issuer="sender") == 0
         assert m.value("jwksgate_jwks_fetches_total", issuer="sender", result="failure") >= 1
+
+
+async def test_kidless_issuer_follows_a_key_rotation() -> None:
+    jwks = JwksServer()
+    first = jwks.add_key(kid=None)
+
+    def configure(w: World) -> object:
+        return gateway_config(
+            w.jwks_url,
+            w.backend_url,
+            issuer={"require_kid": False, "replay_key": "token", "require_claims": ["iat"]},
+        )
+
+    async with world(configure, jwks=jwks) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+
+        async def push(key: SigningKey) -> tuple[int, str]:
+            token = sign(key, claims_for(BODY, w.clock()), omit_kid=True)
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(w.url + "/hook", data=BODY, headers=headers) as resp:
+                answer = await resp.json(content_type=None)
+                return resp.status, answer.get("error", "") if isinstance(answer, dict) else ""
+
+        assert (await push(first))[0] == 200
+        fetches = jwks.fetches
+        rotated = jwks.add_key(kid=None)  # the sender rotates: a new key, signs with it
+        assert await push(rotated) == (401, "bad_signature")  # within the refetch interval
+        assert jwks.fetches == fetches
+        w.clock.advance(11)
+        assert (await push(rotated))[0] == 200  # one refetch, then the new key verifies
+        assert jwks.fetches == fetches + 1
+        w.clock.advance(11)
+        jwks.status = 500
+        again = jwks.add_key(kid=None)
+        assert await push(again) == (503, "jwks_unavailable")  # cannot know: not a 401

@@ -23,6 +23,7 @@ DECISION_MODULES = [
     "jsonstrict.py",
     "authn/static_token.py",
     "authn/standard_webhooks.py",
+    "authn/provider.py",
 ]
 FORBIDDEN = {"aiohttp", "asyncio", "logging", "prometheus_client", "redis", "gateway.metrics"}
 

@@ -16,10 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,9 +37,9 @@ from gateway.providers import (
     SlackConfig,
     StripeConfig,
 )
+from tests.octokit_support import octokit
 
 NOW = 1_800_000_000
-NODE_DIR = Path(__file__).parent / "node-providers"
 
 
 def hdrs(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
@@ -64,23 +61,6 @@ def check_key_shape(result: ProviderResult, namespace: bytes) -> bytes:
 
 
 # --- GitHub, signed by @octokit/webhooks-methods ---------------------------------------------
-
-
-def octokit(ops: list[dict[str, str]]) -> list[Any]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_DIR / "node_modules" / "@octokit" / "webhooks-methods").is_dir():
-        pytest.skip("run scripts/install.d/node-providers.sh (needs npm)")
-    done = subprocess.run(
-        ["node", str(NODE_DIR / "octokit.mjs")],
-        input=json.dumps(ops),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result: list[Any] = json.loads(done.stdout)
-    return result
 
 
 def gh_sign(secret: str, payload: str) -> str:

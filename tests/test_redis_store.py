@@ -18,7 +18,7 @@ from gateway.errors import Rejection
 from gateway.lifecycle import RunningGateway, run_gateway
 from gateway.metrics import Metrics
 from gateway.redis_store import RedisReplayStore
-from tests.redis_support import RedisProcess, redis_cluster, redis_server
+from tests.redis_support import RedisProcess, redis_cluster, redis_server, start_redis
 from tests.support import World, free_port, gateway_config, wait_until, world
 from tests.tls_support import TestCA
 
@@ -216,6 +216,21 @@ async def test_redis_cluster_mode() -> None:
 def test_redis_process_helper_uses_a_free_port() -> None:
     with redis_server() as r:
         assert isinstance(r, RedisProcess) and r.port not in (6379, 8080)
+        assert r.proc is not None and r.answering_pid() == r.proc.pid
+
+
+def test_a_port_taken_before_redis_binds_it_is_detected_and_another_is_tried(
+    tmp_path: Path,
+) -> None:
+    # The free_port() race: between choosing a port and binding it, another server takes it.
+    with redis_server() as taken:
+        ports = iter([taken.port])
+        r = start_redis(tmp_path, [], lambda: next(ports, None) or free_port())
+        try:
+            assert r.port != taken.port
+            assert r.proc is not None and r.answering_pid() == r.proc.pid
+        finally:
+            r.stop()
 
 
 async def test_rediss_with_acl_user_and_ca_bundle(tmp_path: Path) -> None:

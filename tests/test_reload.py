@@ -41,7 +41,9 @@ from tests.support import (
     captured_log,
     claims_for,
     free_port,
+    gateway_config,
     gateway_config_data,
+    refused_port,
     serve_app,
     sign,
     wait_until,
@@ -249,7 +251,7 @@ async def test_change_of_a_restart_only_section_is_refused(tmp_path: Path) -> No
     async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
         original = r.gateway_config()
         moved = json.loads(json.dumps(r.data))
-        moved["listen"] = f"127.0.0.1:{free_port()}"
+        moved["listen"] = f"127.0.0.1:{refused_port()}"
         moved["issuers"][0]["forward_claims"] = {"sub": "X-Moved-Sub"}
         with captured_log() as records:
             r.write(moved)
@@ -571,3 +573,45 @@ async def test_a_replaced_upstream_is_closed_only_when_its_last_request_is_done(
     old.users = 0
     await asyncio.wait_for(closer, 5)
     assert upstream.session.closed and retired == set()
+
+
+def test_shutdown_grace_and_listen_need_a_restart() -> None:
+    from gateway.runtime import RESTART_ONLY
+
+    assert "shutdown_grace_seconds" in RESTART_ONLY and "listen" in RESTART_ONLY
+
+
+async def test_header_timeout_follows_a_reload() -> None:
+    def configure(w: World) -> object:
+        return gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 30})
+
+    async with world(configure) as w:  # type: ignore[arg-type]
+        assert w.running is not None
+        gw = w.running.gateway
+        new = gateway_config(w.jwks_url, w.backend_url, limits={"header_timeout_seconds": 0.2})
+        await gw.reload(new)
+        host, port = w.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\n")  # never finished
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_an_unexpected_reload_error_is_a_failed_reload_not_a_dead_watcher(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    async with world() as w:
+        assert w.running is not None
+        gw = w.running.gateway
+        cfg.write_text(json.dumps(base_data(w.jwks_url, w.backend_url)))
+
+        async def broken(_: object) -> None:
+            raise RuntimeError("simulated failure inside reload")
+
+        gw.reload = broken  # type: ignore[method-assign, assignment]
+        watcher = Watcher(w.running, str(cfg), interval=0.05)
+        assert await watcher.reload("test") is False
+        exposition = gw.metrics.exposition().decode()
+        assert 'jwksgate_config_reloads_total{result="failure"} 1.0' in exposition

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.config import parse_config
 from gateway.errors import REASONS, Rejection
 from gateway.replay import MemoryReplayStore
 from tests.httpkit import Reply, config_with, push, scrape
@@ -168,3 +169,52 @@ async def retry_until_answered(http: aiohttp.ClientSession, w: World, token: str
             return reply
         await asyncio.sleep(0.02)
     raise AssertionError("the key stayed in flight after the first attempt failed")
+
+
+async def test_a_full_memory_store_sweeps_at_most_once_a_second() -> None:
+    clock = FakeClock(1000.0)
+    store = MemoryReplayStore(max_entries=3, clock=clock)
+    sweeps = 0
+    original = store._sweep_all
+
+    def counting(now: float) -> None:
+        nonlocal sweeps
+        sweeps += 1
+        original(now)
+
+    store._sweep_all = counting  # type: ignore[method-assign]
+    for i in range(3):
+        assert await store.reserve(bytes([i]) * 32, 60.0)
+    for i in range(50):
+        with pytest.raises(Exception, match="full"):
+            await store.reserve(bytes([100 + i]) * 32, 60.0)
+    assert sweeps == 1
+    clock.advance(61)  # the entries expire; the next sweep (a second later) frees them
+    assert await store.reserve(b"\x01" * 32 + b"new", 60.0)
+    assert sweeps == 2
+
+
+async def test_replays_are_refused_across_entries_for_the_same_sender() -> None:
+    # Two issuer entries for one sender (same iss) on two paths: one jti space, not two.
+    def configure(w: World) -> object:
+        entry = {"issuer": "https://sender.test", "jwks_url": w.jwks_url}
+        return parse_config(
+            {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "upstream": {"url": w.backend_url},
+                "issuers": [
+                    {"name": "a", "path_prefix": "/a", **entry},
+                    {"name": "b", "path_prefix": "/b", **entry},
+                ],
+            }
+        )
+
+    async with world(configure) as w, aiohttp.ClientSession() as http:  # type: ignore[arg-type]
+        headers = {"Authorization": f"Bearer {w.token(BODY)}"}
+        statuses = []
+        for path in ("/a/hook", "/a/hook", "/b/hook"):
+            async with http.post(w.url + path, data=BODY, headers=headers) as resp:
+                statuses.append(resp.status)
+        assert statuses == [200, 409, 409]
+        assert len(w.backend.received) == 1

@@ -5,6 +5,7 @@
     jwt.py                 a JWT bearer token verified against the issuer's JWKS
     static_token.py        a fixed shared secret in a header
     standard_webhooks.py   a Standard Webhooks signature over id.timestamp.body
+    provider.py            GitHub, Stripe, Slack, Shopify and GitLab webhook signatures
 
 Two phases, so that the cheap checks come before the body is read: ``authenticate`` decides what
 the headers alone can decide and returns a pending result (it knows the issuer, perhaps the kid);
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -44,6 +45,12 @@ class Verified:
     # How long the key stays consumed once delivered, counted from the body's verification.
     replay_ttl: float
     kid: str | None = None
+    # Provider webhooks: headers removed from the forwarded request (the signature) and set on
+    # it (the verified delivery id), and an answer the gateway gives itself instead of
+    # forwarding (Slack's url_verification challenge).
+    strip_headers: tuple[str, ...] = ()
+    add_headers: tuple[tuple[str, str], ...] = ()
+    answer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,9 @@ class Pending:
 
     issuer: IssuerConfig
     kid: str | None = None
+    # False when the credential is a signature over the body: until the body is read and
+    # checked, the request is unauthenticated (it waits for its body in a smaller pool).
+    authenticated: ClassVar[bool] = True
 
 
 P = TypeVar("P", bound=Pending)

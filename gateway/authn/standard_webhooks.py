@@ -1,9 +1,12 @@
 """``type: standard_webhooks``: the Standard Webhooks 1.0 signature over ``id.timestamp.body``,
 ``v1`` (HMAC-SHA256 with ``whsec_`` secrets) and ``v1a`` (Ed25519 with ``whpk_`` public keys),
-several signatures per header during rotation, and the replay key taken from ``webhook-id``.
+several signatures during rotation, and the replay key taken from ``webhook-id``.
 
 The headers decide presence, shape and the timestamp window before the body is read; the
-signature needs the body.
+signature needs the body. Signatures are read from every ``webhook-signature`` line (a proxy or
+client library may split the list over several), all entries of each, bounded in total count and
+bytes rather than by position: a valid signature in the 17th entry verifies, and a list longer
+than any sender rotates through is refused before the body is awaited.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -25,15 +29,22 @@ from gateway.errors import Rejection
 from gateway.jsonstrict import dumps_compact
 
 __all__ = [
+    "MAX_SIGNATURE_BYTES",
+    "MAX_SIGNATURE_ENTRIES",
     "PendingWebhook",
     "StandardWebhooksAuthenticator",
     "check_signature",
     "check_webhook_headers",
     "replay_key",
+    "signature_entries",
 ]
 
 _MSG_ID_RE = re.compile(r"[\x21-\x7e]{1,256}")
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+# A sender signs with one or two secrets and perhaps a v1a key during rotation: 32 entries is
+# far beyond that, and bounds the HMAC compares and Ed25519 checks one request can cost.
+MAX_SIGNATURE_ENTRIES = 32
+MAX_SIGNATURE_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +53,43 @@ class PendingWebhook(Pending):
     # As received (less surrounding space): the signed content uses these very digits.
     timestamp: str = "0"
     signatures: str = ""
+    # The signature covers the body: nothing is authenticated until it has arrived.
+    authenticated: ClassVar[bool] = False
+
+
+def _one(headers: Headers, name: str) -> str | None:
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        # The gateway would sign-check and dedupe on one line, a backend might read another.
+        raise Rejection("malformed_token", f"{name} appears more than once")
+    return values[0] if values else None
+
+
+def signature_entries(lines: list[str]) -> list[str]:
+    """Every entry of every ``webhook-signature`` line, in order; ``malformed_token`` when there
+    are more than ``MAX_SIGNATURE_ENTRIES`` of them or more than ``MAX_SIGNATURE_BYTES``."""
+    if sum(len(line) for line in lines) > MAX_SIGNATURE_BYTES:
+        raise Rejection(
+            "malformed_token", f"webhook-signature is longer than {MAX_SIGNATURE_BYTES} bytes"
+        )
+    entries = [item for line in lines for item in line.split()]
+    if len(entries) > MAX_SIGNATURE_ENTRIES:
+        raise Rejection(
+            "malformed_token",
+            f"webhook-signature lists more than {MAX_SIGNATURE_ENTRIES} signatures",
+        )
+    return entries
 
 
 def check_webhook_headers(
     headers: Headers, cfg: StandardWebhooksConfig, now: float
 ) -> tuple[str, str, str]:
-    """``webhook-id``, the timestamp and the signature list, once present, well formed and in
-    the tolerance window."""
-    msg_id = headers.get("webhook-id")
-    timestamp = headers.get("webhook-timestamp")
-    signatures = headers.get("webhook-signature")
-    if msg_id is None or timestamp is None or signatures is None:
+    """``webhook-id``, the timestamp and the signature entries (space-separated, from every
+    ``webhook-signature`` line), once present, well formed, bounded and in the tolerance window."""
+    msg_id = _one(headers, "webhook-id")
+    timestamp = _one(headers, "webhook-timestamp")
+    lines = headers.getall("webhook-signature", [])
+    if msg_id is None or timestamp is None or not lines:
         raise Rejection(
             "missing_token", "webhook-id, webhook-timestamp and webhook-signature are required"
         )
@@ -60,6 +97,7 @@ def check_webhook_headers(
         raise Rejection("malformed_token", "webhook-id is not 1-256 printable characters")
     if not _TIMESTAMP_RE.fullmatch(timestamp.strip()):
         raise Rejection("malformed_token", "webhook-timestamp is not integer seconds")
+    signatures = " ".join(signature_entries(lines))
     ts = int(timestamp.strip())
     if now - ts > cfg.tolerance_seconds:
         raise Rejection("token_too_old", "webhook-timestamp is outside the tolerance")
@@ -86,7 +124,8 @@ def check_signature(
         base64.b64encode(hmac.new(secret, content, hashlib.sha256).digest())
         for secret in cfg.secrets
     ]
-    for item in signatures.split(" ")[:16]:
+    # Each distinct entry once: a repeated v1a entry would cost its Ed25519 checks again.
+    for item in dict.fromkeys(signatures.split()[:MAX_SIGNATURE_ENTRIES]):
         version, sep, value = item.partition(",")
         if not sep:
             continue

@@ -118,9 +118,14 @@ lists: the mounted files are added to those the config already names (say, from 
 {{- $_ := set $section "token_files" (concat (get $section "token_files" | default list) $m.paths) }}
 {{- $_ = set $issuer "static_token" $section }}
 {{- else if eq $m.target "secretFiles" }}
-{{- $section := get $issuer "standard_webhooks" | default dict }}
+{{- /* A provider issuer (type github, stripe, ...) keeps its secrets in the section of its type. */}}
+{{- $key := "standard_webhooks" }}
+{{- if has (toString $issuer.type) (list "github" "stripe" "slack" "shopify" "gitlab") }}
+{{- $key = toString $issuer.type }}
+{{- end }}
+{{- $section := get $issuer $key | default dict }}
 {{- $_ := set $section "secret_files" (concat (get $section "secret_files" | default list) $m.paths) }}
-{{- $_ = set $issuer "standard_webhooks" $section }}
+{{- $_ = set $issuer $key $section }}
 {{- end }}
 {{- end }}
 {{- end }}
