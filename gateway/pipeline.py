@@ -112,7 +112,7 @@ class Pipeline:
         verified = authn.verify_body(pending, body, self.clock())
         if verified.answer is not None:
             attempt.handshake = True
-            return echo_answer(verified.answer)
+            return echo_answer(verified.answer, attempt.request_id)
         key = verified.replay_key
         if key is not None:
             attempt.replay_key(key)
