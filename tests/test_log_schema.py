@@ -83,18 +83,21 @@ async def test_every_line_is_one_ecs_object_on_stdout_and_every_answer_has_its_i
             again = await push(http, w, BODY, token=token, headers={"X-Request-Id": "bad id"})
             missing = await send(http, w.url + "/hook", body=BODY)
             raw = await raw_exchange(w.url)  # sends nothing: the 408 is written to the socket
+            bad = b"POST /hook HTTP/1.1\r\nHost: gw\r\nX-Bad: a\x01b\r\nContent-Length: 0\r\n\r\n"
+            refused = await raw_exchange(w.url, bad)  # the parser's refusal, a JSON 400
             logging.getLogger("jwksgate.test").warning("an application line")
-    assert (ok.status, again.status, missing.status, raw_status(raw)) == (200, 409, 401, 408)
+    assert (ok.status, again.status, missing.status) == (200, 409, 401)
+    assert (raw_status(raw), raw_status(refused)) == (408, 400)
     # A sane client id is kept end to end; anything else is replaced by a fresh one.
     assert ok.headers["X-Request-Id"] == "sender-id.1"
     assert w.backend.received[0].header("x-request-id") == "sender-id.1"
     assert GENERATED_ID.fullmatch(again.headers["X-Request-Id"])
     assert GENERATED_ID.fullmatch(missing.headers["X-Request-Id"])
-    raw_id = re.search(rb"\r\nX-Request-Id: ([0-9a-f]{32})\r\n", raw)
-    assert raw_id is not None, raw[:300]
+    raw_ids = [re.search(rb"\r\nX-Request-Id: ([0-9a-f]{32})\r\n", r) for r in (raw, refused)]
+    assert None not in raw_ids, (raw[:300], refused[:300])
     ids = [ok.headers["X-Request-Id"], again.headers["X-Request-Id"]]
-    ids += [missing.headers["X-Request-Id"], raw_id.group(1).decode()]
-    assert len(set(ids)) == 4
+    ids += [missing.headers["X-Request-Id"]] + [m.group(1).decode() for m in raw_ids if m]
+    assert len(set(ids)) == 5
 
     lines = read_lines(out)
     for line in lines:
@@ -123,6 +126,11 @@ async def test_every_line_is_one_ecs_object_on_stdout_and_every_answer_has_its_i
     assert (timeout["http.response.status_code"], timeout["jwksgate.reason"]) == (
         408,
         "request_timeout",
+    )
+    parser = by_id[ids[4]]
+    assert (parser["http.response.status_code"], parser["jwksgate.reason"]) == (
+        400,
+        "malformed_request",
     )
     app = [line for line in lines if line["log.logger"] == "jwksgate.test"]
     assert [(a["log.level"], a["message"]) for a in app] == [("warning", "an application line")]
