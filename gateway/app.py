@@ -22,7 +22,18 @@ from gateway.replay import MemoryReplayStore, ReplayStore
 from gateway.runtime import Runtime, Runtimes
 from gateway.upstream import Upstream
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "ready"]
+
+
+def ready(
+    mode: str, draining: bool, store_ok: bool, tried: bool, keys_ready: dict[str, bool]
+) -> bool:
+    """Whether this pod can serve. ``per_issuer``: the replay store answers and every
+    issuer's first key fetch was tried (an issuer without keys answers its own pushes 503, the
+    others keep working); ``all_issuers``: every issuer has usable keys too."""
+    if draining or not store_ok or not tried:
+        return False
+    return mode != "all_issuers" or all(keys_ready.values())
 
 
 def _store(config: Config, metrics: Metrics, clock: Callable[[], float]) -> ReplayStore:
@@ -139,13 +150,19 @@ class Gateway:
             await asyncio.sleep(1.0)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        issuers = {name: cache.status() for name, cache in self.caches.items()}
+        caches = self.caches
+        issuers = {name: cache.status() for name, cache in caches.items()}
+        keys_ready = {name: cache.ready() for name, cache in caches.items()}
+        tried = all(cache.tried for cache in caches.values())
         store = await self.store.ready()
-        ok = not self.draining and store is None and all(s == "ok" for s in issuers.values())
+        ok = ready(self.config.readiness, self.draining, store is None, tried, keys_ready)
         detail: dict[str, Any] = {
             "status": "ready" if ok else "not ready",
             "draining": self.draining,
             "issuers": issuers,
+            "issuers_ready": keys_ready,
+            "first_fetches_tried": tried,
+            "readiness": self.config.readiness,
             "replay_store": store or "ok",
         }
         self.metrics.ready.set(1 if ok else 0)

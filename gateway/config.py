@@ -56,6 +56,7 @@ __all__ = [
     "Listen",
     "ReplayConfig",
     "TlsConfig",
+    "TokenFromConfig",
     "UpstreamConfig",
     "load_config",
     "parse_config",
@@ -68,6 +69,7 @@ SUPPORTED_ALGORITHMS = (
 )  # fmt: skip
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+READINESS = ("per_issuer", "all_issuers")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Headers that tell a backend who the client is or which URL it asked for, which a client can
 # send itself: stripped unless listed in forward.preserve_headers. (X-Forwarded-For, -Proto,
@@ -144,6 +146,9 @@ class ForwardConfig:
     trusted_hops: int = 0
     # Client-sent forwarding headers (of CLIENT_FORWARDING_HEADERS) passed on unchanged.
     preserve_headers: tuple[str, ...] = ()
+    # The stable per-push key the backend de-duplicates on (IETF draft-ietf-httpapi-idempotency-
+    # key-header); "" sends none. An inbound copy is always removed.
+    idempotency_header: str = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,18 @@ class JwksConfig:
     max_bytes: int = 1048576
     max_keys: int = 100
     ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFromConfig:
+    """Where a ``type: jwt`` issuer's token is: a header (with an auth scheme, or the whole
+    value) or a query parameter. ``keep_token``: forward what carried it (else removed)."""
+
+    header: str | None = "Authorization"
+    # None: the header's whole value is the token (no scheme word before it).
+    scheme: str | None = "Bearer"
+    query: str | None = None
+    keep_token: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +235,7 @@ class IssuerConfig:
     # (``discovery: true`` means ``<issuer>/.well-known/openid-configuration``).
     discovery: bool = False
     discovery_url: str | None = None
+    token_from: TokenFromConfig = field(default_factory=TokenFromConfig)
 
     @property
     def provider(self) -> ProviderConfig | None:
@@ -237,6 +255,10 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    # per_issuer: /readyz is 200 once the replay store answers and every issuer's first key
+    # fetch was tried; an issuer without usable keys answers its own pushes 503. all_issuers:
+    # 503 until every JWT issuer has a usable key set.
+    readiness: str = "per_issuer"
     # Mounted secrets the config reads (token_files, secret_files): a change reloads the config.
     # Not a YAML key (metadata "derived"): what the loader read besides the file itself.
     secret_files: tuple[str, ...] = field(default=(), compare=False, metadata={"derived": True})
@@ -742,6 +764,23 @@ def _replay(s: _Section) -> ReplayConfig:
     return cfg
 
 
+# Headers the idempotency key may not take the place of (framing, credentials, the gateway's own).
+_RESERVED_FORWARD_HEADERS = frozenset(
+    {
+        "authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "x-jwt-issuer",
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
+
+
 def _forward(s: _Section) -> ForwardConfig:
     d = ForwardConfig()
     cfg = ForwardConfig(
@@ -749,9 +788,16 @@ def _forward(s: _Section) -> ForwardConfig:
         claims_header=s.string("claims_header", d.claims_header),
         keep_token=s.boolean("keep_token", d.keep_token),
         **_client_forwarding(s),
+        idempotency_header=s.string("idempotency_header", d.idempotency_header),
     )
     _header_name(s, s.at("header_prefix"), cfg.header_prefix)
     _header_name(s, s.at("claims_header"), cfg.claims_header)
+    if cfg.idempotency_header:
+        _header_name(s, s.at("idempotency_header"), cfg.idempotency_header)
+        if cfg.idempotency_header.lower() in _RESERVED_FORWARD_HEADERS | {
+            cfg.claims_header.lower()
+        }:
+            s.problems.add(s.at("idempotency_header"), "names a header the gateway sets itself")
     s.finish()
     return cfg
 
@@ -958,6 +1004,52 @@ def _provider(s: _Section, kind: str, namespace: bytes) -> ProviderConfig:
     return _PROVIDER_CLASSES[kind](**kw)
 
 
+_SCHEME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}")
+_QUERY_NAME_RE = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+# Headers that frame or route the request: never a token's carrier.
+_NOT_A_TOKEN_HEADER = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "cookie"}
+)
+
+
+def _token_from(s: _Section) -> TokenFromConfig:
+    """``token_from``: ``{header: Authorization, scheme: Bearer}`` by default; another scheme,
+    another header (``scheme`` omitted or null: the whole value), or ``{query: <name>}``."""
+    d = TokenFromConfig()
+    has_header, has_query = s.raw("header") is not _MISSING, s.raw("query") is not _MISSING
+    has_scheme = s.raw("scheme") is not _MISSING
+    keep = s.boolean("keep_token", d.keep_token)
+    if has_header and has_query:
+        s.problems.add(s.path, "header and query are alternatives: set one")
+    if has_query:
+        query = s.string("query", None)
+        if isinstance(query, str) and not _QUERY_NAME_RE.fullmatch(query):
+            s.problems.add(
+                s.at("query"),
+                f"must be a query parameter name ([A-Za-z0-9._~-]), not {_show(query)}",
+            )
+        if has_scheme:
+            s.problems.add(s.at("scheme"), "only applies with header (a query has no scheme)")
+        s.finish()
+        return TokenFromConfig(header=None, scheme=None, query=query, keep_token=keep)
+    header = s.string("header", d.header)
+    if not isinstance(header, str) or header is None:
+        header = d.header
+    _header_name(s, s.at("header"), header)
+    if header.lower() in _NOT_A_TOKEN_HEADER:
+        s.problems.add(s.at("header"), f"{header} cannot carry a token")
+    # The scheme word is Bearer on Authorization unless written; elsewhere none unless written.
+    default_scheme = "Bearer" if header.lower() == "authorization" else None
+    scheme = s.string("scheme", None) if has_scheme else default_scheme
+    if isinstance(scheme, str) and not _SCHEME_RE.fullmatch(scheme):
+        s.problems.add(
+            s.at("scheme"),
+            f"must be one word (an HTTP auth scheme such as Bearer), not {_show(scheme)}",
+        )
+    s.finish()
+    return TokenFromConfig(header=header, scheme=scheme, query=None, keep_token=keep)
+
+
 def _with_profile(s: _Section) -> tuple[_Section, str | None]:
     def check(v: Any) -> str:
         if not isinstance(v, str):
@@ -970,7 +1062,11 @@ def _with_profile(s: _Section) -> tuple[_Section, str | None]:
     profile = s.read("profile", None, check, "one of " + ", ".join(PROFILES))
     if profile is None:
         return s, None
+    discovers = any(k in s.data for k in ("discovery", "discovery_url"))
     for key in REQUIRED[profile]:
+        # OIDC discovery names the key set instead of jwks_url.
+        if key == "jwks_url" and discovers:
+            continue
         if key not in s.data:
             s.problems.add(s.at(key), f"is required with profile {profile}")
     merged = apply_profile(profile, dict(s.data))
@@ -1050,6 +1146,7 @@ def _issuer(s: _Section) -> IssuerConfig:
             ns = iss if isinstance(iss, str) and iss else name
             providers[p] = _provider(section, p, ns.encode() if isinstance(ns, str) else b"")
     jwks_url, discovery, discovery_url = _discovery(s, kind)
+    tf = _optional_section(s, "token_from", kind, "jwt")
     cfg = IssuerConfig(
         name=name if isinstance(name, str) else "",
         type=kind,
@@ -1074,6 +1171,7 @@ def _issuer(s: _Section) -> IssuerConfig:
         forward_claims=_forward_claims(s),
         discovery=discovery,
         discovery_url=discovery_url,
+        token_from=_token_from(tf) if tf else TokenFromConfig(),
     )
     if providers:
         cfg = replace(cfg, **providers)
@@ -1147,9 +1245,11 @@ def _parse(data: Any) -> tuple[Config, list[str]]:
     limits = _limits(top.section("limits"))
     replay = _replay(top.section("replay"))
     forward = _forward(top.section("forward"))
+    readiness = top.choice("readiness", defaults.readiness, READINESS)
     issuers = _issuers(top)
     top.finish()
     _cross_checks(issuers, workers, replay, listen, admin_listen, problems)
+    _check_idempotency_header(issuers, forward, problems)
     config = Config(
         issuers=tuple(issuers),
         listen=listen,
@@ -1161,6 +1261,7 @@ def _parse(data: Any) -> tuple[Config, list[str]]:
         limits=limits,
         replay=replay,
         forward=forward,
+        readiness=readiness,
         secret_files=_secret_paths(issuers),
     )
     return config, problems.lines
@@ -1209,7 +1310,9 @@ def _cross_checks(
                     f"issuers[{i}].path_prefix",
                     f"a {iss.type} issuer needs a path of its own (shared with issuers{shared})",
                 )
-        elif iss.replay_key == "jti" and "jti" not in iss.require_claims:
+        else:
+            _same_token_location(issuers, i, problems)
+        if iss.type == "jwt" and iss.replay_key == "jti" and "jti" not in iss.require_claims:
             problems.add(
                 f"issuers[{i}].require_claims",
                 'must contain "jti" when replay_key is jti (or set replay_key: token)',
@@ -1226,6 +1329,25 @@ def _cross_checks(
         )
     if listen == admin_listen and listen.port != 0:
         problems.add("admin_listen", "must differ from listen")
+
+
+def _same_token_location(issuers: list[IssuerConfig], i: int, problems: _Problems) -> None:
+    """JWT issuers of one path_prefix share where the token is: it is read before the token's
+    iss can say which of them sent it."""
+    iss = issuers[i]
+    for j in range(i):
+        other = issuers[j]
+        if (
+            other.type == "jwt"
+            and _normal_prefix(other.path_prefix) == _normal_prefix(iss.path_prefix)
+            and other.token_from != iss.token_from
+        ):
+            problems.add(
+                f"issuers[{i}].token_from",
+                f"differs from issuers[{j}].token_from on the same path_prefix (the token is "
+                "found before its iss names the issuer)",
+            )
+            return
 
 
 def _normal_prefix(prefix: str) -> str:
@@ -1264,6 +1386,19 @@ def _read_text(path: str) -> str:
 def _no_password() -> bytes:
     # An encrypted key would otherwise make OpenSSL prompt on the terminal and hang.
     return b""
+
+
+def _check_idempotency_header(
+    issuers: list[IssuerConfig], forward: ForwardConfig, problems: _Problems
+) -> None:
+    name = forward.idempotency_header.lower()
+    for i, iss in enumerate(issuers):
+        for claim, header in iss.forward_claims:
+            if name and header.lower() == name:
+                problems.add(
+                    f"issuers[{i}].forward_claims.{claim}",
+                    f"{header} is forward.idempotency_header",
+                )
 
 
 def _check_ca(problems: _Problems, at: str, path: str | None) -> None:

@@ -40,8 +40,8 @@ _FIX = Reason(400, "rejected", False, "fix the request")
 _DENIED = Reason(401, "rejected", False, "not retry the same token")
 _LATER = Reason(503, "rejected", True, "retry after `Retry-After`")
 _NOT_CONSUMED = (
-    "retry: the token was released, so the retry is taken (the backend may have seen the first"
-    " copy: de-duplicate on the forwarded jti or delivery id)"
+    "retry: the token was released, so the retry is taken (if the request had reached the"
+    " backend, it may have acted on it: de-duplicate on `Idempotency-Key`)"
 )
 
 REASONS: Final[dict[str, Reason]] = {

@@ -14,6 +14,7 @@ header of ``CLIENT_FORWARDING_HEADERS`` is stripped unless listed in ``forward.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "forwarding_headers",
     "gateway_header_names",
     "header_value",
+    "idempotency_key",
     "response_headers",
     "upstream_headers",
 ]
@@ -91,6 +93,8 @@ def gateway_header_names(forward: ForwardConfig, issuers: Iterable[IssuerConfig]
     names = {ISSUER_HEADER, forward.claims_header, REQUEST_ID_HEADER, *_FORWARDED_FOR}
     # Client-sent forwarding headers are stripped like the gateway's own, unless preserved.
     names.update(h for h in CLIENT_FORWARDING_HEADERS if h not in forward.preserve_headers)
+    if forward.idempotency_header:
+        names.add(forward.idempotency_header)
     for issuer in issuers:
         names.update(header for _claim, header in issuer.forward_claims)
     return frozenset(_norm(n) for n in names)
@@ -176,6 +180,15 @@ def upstream_headers(
     if issuer.static_token is not None and not forward.keep_token:
         # The notification token is a credential, like Authorization: the backend never sees it.
         secrets = frozenset(_norm(h) for h in issuer.static_token.headers)
+    location = issuer.token_from
+    kept = forward.keep_token or (issuer.type == "jwt" and location.keep_token)
+    if issuer.type == "jwt" and location.header is not None and not kept:
+        # The header that carried the JWT (token_from), like Authorization: never forwarded.
+        secrets = secrets | {_norm(location.header)}
+    # Authorization is a credential whoever sent it: kept only when it is the kept token.
+    keep_authorization = forward.keep_token or (
+        kept and (location.header or "").lower() == "authorization"
+    )
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         n = _norm(name)
@@ -185,7 +198,7 @@ def upstream_headers(
             or n in _NOT_COPIED
             or n in gateway_headers
             or n.startswith(prefix)
-            or (n == "authorization" and not forward.keep_token)
+            or (n == "authorization" and not keep_authorization)
             or n in secrets
             or n in stripped
         ):
@@ -210,6 +223,24 @@ def upstream_headers(
     for name, value in add:
         out[name] = value
     return out, omitted
+
+
+# 128 bits of SHA-256: collision-free for any number of pushes a backend will ever keep.
+IDEMPOTENCY_KEY_HEX = 32
+
+
+def idempotency_key(replay_key: bytes) -> str:
+    """The ``Idempotency-Key`` value for a push, from its replay key.
+
+    The replay key is ``<sender namespace>:`` + SHA-256 of the push's own id (a JWT's jti, or its
+    signed bytes with ``replay_key: token``; a Standard Webhooks webhook-id), so the value is the
+    same on every retry of one push, on every replica, and differs between senders that reuse an
+    id. It is a domain-separated hash of that key, not the key itself (nothing the replay store
+    holds is handed out), as a Structured Field string (RFC 8941), which the IETF draft
+    (draft-ietf-httpapi-idempotency-key-header) makes the header's syntax.
+    """
+    digest = hashlib.sha256(b"jwksgate idempotency-key\x00" + replay_key).hexdigest()
+    return '"' + digest[:IDEMPOTENCY_KEY_HEX] + '"'
 
 
 def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -59,6 +59,8 @@ class JwksCache:
         self.last_error: str | None = None
         self.refresh_after = issuer.jwks.ttl_seconds
         self.failures = 0
+        # Whether a fetch has finished, whatever its result (readiness waits for the first).
+        self.tried = False
         self._etag: str | None = None
         self._etag_url: str | None = None
         # The last good document as fetched: a reload re-parses it under the new settings.
@@ -180,6 +182,8 @@ class JwksCache:
         except (JwksError, ValueError) as e:
             self._failed(str(e) or type(e).__name__)
         finally:
+            self.tried = True
+            self._metrics.issuer_ready.labels(issuer=name).set(1 if self.ready() else 0)
             self._metrics.jwks_fetches.labels(issuer=name, result=result).inc()
             elapsed = asyncio.get_running_loop().time() - started
             self._metrics.jwks_fetch_duration.labels(issuer=name).observe(elapsed)
@@ -262,6 +266,8 @@ class JwksCache:
     def update_age_metric(self) -> None:
         age = -1.0 if self.fetched_at is None else self._clock() - self.fetched_at
         self._metrics.jwks_age.labels(issuer=self.issuer.name).set(age)
+        # max_stale_seconds passes without a fetch: the gauge follows the clock, not the fetches.
+        self._metrics.issuer_ready.labels(issuer=self.issuer.name).set(1 if self.ready() else 0)
 
     async def run(self, fetch_now: bool = True) -> None:
         """Background refresher: first fetch now, then every ``refresh_after`` (with jitter)."""

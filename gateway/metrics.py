@@ -59,6 +59,10 @@ FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
+# Why a push's delivery is unknown (jwksgate_ambiguous_deliveries_total's cause label).
+AMBIGUOUS_CAUSES = ("timeout", "disconnected", "cancelled", "error")
+
+
 def status_class(status: int) -> str:
     """``2xx``..``5xx`` for an HTTP status, ``error`` for no response at all (status 0)."""
     if 100 <= status <= 599:
@@ -194,6 +198,14 @@ class Metrics:
             multiprocess_mode="liveall",
             registry=r,
         )
+        self.issuer_ready = Gauge(
+            "jwksgate_issuer_ready",
+            "1 when the issuer has a usable key set, else 0 (its pushes are answered 503 "
+            "jwks_unavailable).",
+            ["issuer"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "jwksgate_config_reloads",
             "Configuration reloads by result (success, failure).",
@@ -208,6 +220,15 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(version=__version__).set(1)
+        self.ambiguous_deliveries = Counter(
+            "jwksgate_ambiguous_deliveries",
+            "Pushes the backend may have taken without the gateway knowing (a timeout or a broken "
+            "connection after the request was sent, before a status line): the token was "
+            "released, so the sender's retry is forwarded again (a duplicate unless the backend "
+            "de-duplicates on the idempotency key).",
+            ["issuer", "cause"],
+            registry=r,
+        )
         for name in issuers:
             self.add_issuer(name)
         self.replay_commit_failures = Counter(
@@ -244,11 +265,14 @@ class Metrics:
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""
         self.jwks_keys.labels(issuer=name).set(0)
+        self.issuer_ready.labels(issuer=name).set(0)
         self.jwks_age.labels(issuer=name).set(-1)
         self.jwks_last_success.labels(issuer=name).set(0)
         for result in ("success", "failure", "not_modified"):
             self.jwks_fetches.labels(issuer=name, result=result)
         self.jwks_refetch_suppressed.labels(issuer=name)
+        for cause in AMBIGUOUS_CAUSES:
+            self.ambiguous_deliveries.labels(issuer=name, cause=cause)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

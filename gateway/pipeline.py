@@ -21,10 +21,12 @@ from gateway.answers import echo_answer, web_answer
 from gateway.authn import Verified
 from gateway.body import read_body
 from gateway.errors import Rejection
-from gateway.forward_headers import upstream_headers
+from gateway.forward_headers import idempotency_key, upstream_headers
 from gateway.metrics import Metrics
 from gateway.replay import MemoryReplayStore, ReplayStore
 from gateway.runtime import Runtime, Runtimes
+from gateway.token_from import forwarded_path
+from gateway.upstream import Sending
 
 __all__ = ["Pipeline"]
 
@@ -105,7 +107,8 @@ class Pipeline:
             attempt.issuer, attempt.handshake = echo[0].name, True
             return echo_answer(echo[1], attempt.request_id)
         authn = rt.authenticator(owners)
-        pending = await authn.authenticate(request.headers, path, self.clock())
+        query = request.raw_path.partition("?")[2]
+        pending = await authn.authenticate(request.headers, path, self.clock(), query)
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
         with self.admission.body_wait(limits, authenticated=pending.authenticated):
             body = await read_body(request, started, limits)
@@ -161,8 +164,16 @@ class Pipeline:
         )
         if omitted:
             self.metrics.claim_headers_omitted.labels(issuer=verified.issuer.name).inc(omitted)
+        idem = rt.config.forward.idempotency_header
+        if idem and verified.replay_key is not None:
+            headers[idem] = idempotency_key(verified.replay_key)
+        spec = verified.issuer.token_from
+        path_qs = forwarded_path(
+            request.raw_path, spec, spec.keep_token or rt.config.forward.keep_token
+        )
+        sending = Sending()
         try:
-            return await rt.upstream.open(request.method, request.raw_path, headers, body)
+            return await rt.upstream.open(request.method, path_qs, headers, body, sending)
         except BaseException as e:
             # Not delivered, whatever went wrong (no answer, a timeout, the drain's grace cut it
             # off, a bug): the sender's retry of this very token must be accepted, on this
@@ -170,9 +181,35 @@ class Pipeline:
             if verified.replay_key is not None:
                 await self._settle(self.store.release(verified.replay_key))
             self.metrics.observe_upstream(None, time.perf_counter() - up_started)
+            if sending.sent:
+                self._ambiguous(verified, attempt, ambiguity(e), headers.get(idem or "", ""))
             if isinstance(e, Rejection | asyncio.CancelledError) or not isinstance(e, Exception):
                 raise
             log.warning("forwarding failed: %r", e)
             raise Rejection(
                 "upstream_unavailable", "the push could not be sent to the backend; retry"
             ) from None
+
+    def _ambiguous(self, verified: Verified, attempt: Attempt, cause: str, key: str) -> None:
+        """The request was written but no status line came back: the backend may have taken the
+        push. Its token is released all the same (nothing says it was delivered), so the sender's
+        retry is forwarded again: a duplicate unless the backend de-duplicates."""
+        self.metrics.ambiguous_deliveries.labels(issuer=verified.issuer.name, cause=cause).inc()
+        log.warning(
+            "ambiguous delivery: the backend may have taken this push (%s after the request was "
+            "sent, before a status line); the token is released and a retry will be forwarded "
+            "again, a duplicate unless the backend de-duplicates%s (issuer %s, request %s)",
+            cause,
+            f" on idempotency key {key}" if key else "",
+            verified.issuer.name,
+            attempt.request_id,
+        )
+
+
+def ambiguity(e: BaseException) -> str:
+    """The ``cause`` label of a failure after the request was sent."""
+    if isinstance(e, Rejection):
+        return "timeout" if e.reason == "upstream_timeout" else "disconnected"
+    if isinstance(e, asyncio.CancelledError):
+        return "cancelled"  # the drain's grace ran out with the push in flight
+    return "error"

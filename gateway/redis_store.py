@@ -58,12 +58,15 @@ ALREADY_DELIVERED = -2
 
 # KEYS[1] = key, ARGV[1] = "r:<owner>", ARGV[2] = hold ms, ARGV[3..] = our own abandoned
 # reservations of this key (their SET timed out here but may have run in Redis): taken over.
+# A value equal to ARGV[1] is this very call run twice (redis-py's Cluster client re-executes a
+# command whose answer timed out, after the first run set the key): ours, not "in flight".
 # A value neither "d" nor "r:..." was written by jwksgate 0.1.0, which kept the owner for both
 # states: a TTL beyond the hold can only be a commit.
 _RESERVE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
 local v = redis.call('GET', KEYS[1])
 if v == 'd' then return -2 end
+if v == ARGV[1] then return -1 end
 for i = 3, #ARGV do
   if v == ARGV[i] then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])

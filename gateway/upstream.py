@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import web
@@ -20,13 +22,29 @@ from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
 from gateway.forward_headers import REQUEST_ID_HEADER, response_headers
 
-__all__ = ["Upstream"]
+__all__ = ["Sending", "Upstream"]
 
 log = logging.getLogger("jwksgate")
 
 # Responses up to this size are read whole (cheaper); larger or unsized ones are streamed.
 _BUFFERED_RESPONSE_BYTES = 256 * 1024
 _URL_CACHE_SIZE = 256
+
+
+@dataclass(slots=True)
+class Sending:
+    """How far one request to the backend got. ``sent`` turns true once a connection is open and
+    the request is being written to it: from then on, until the status line arrives, a failure
+    is ambiguous (the backend may have the whole request and act on it)."""
+
+    sent: bool = False
+
+
+async def _on_request_sent(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
+) -> None:
+    if isinstance(ctx.trace_request_ctx, Sending):
+        ctx.trace_request_ctx.sent = True
 
 
 class Upstream:
@@ -43,8 +61,13 @@ class Upstream:
         self.timeout = aiohttp.ClientTimeout(
             total=cfg.timeout_seconds, sock_connect=cfg.connect_timeout_seconds
         )
+        # The one trace hook: whether the request was written (a failure before that, connecting
+        # or waiting for a pooled connection, is certain not to have reached the backend).
+        sent = aiohttp.TraceConfig()
+        sent.on_request_headers_sent.append(_on_request_sent)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=cfg.max_connections, ssl=tls),
+            trace_configs=[sent],
             # The body goes back byte for byte: never decompress, never add headers.
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -65,9 +88,15 @@ class Upstream:
         return url
 
     async def open(
-        self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        sending: Sending | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send the request; return once the backend's status and headers have arrived."""
+        """Send the request; return once the backend's status and headers have arrived.
+        ``sending`` is told whether the request was written, whatever happens next."""
         try:
             return await self.session.request(
                 method,
@@ -76,6 +105,7 @@ class Upstream:
                 data=body,
                 allow_redirects=False,
                 timeout=self.timeout,
+                trace_request_ctx=sending,
             )
         except TimeoutError:
             raise Rejection("upstream_timeout", "the backend did not answer in time") from None

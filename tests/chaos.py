@@ -12,6 +12,11 @@ figures). What is checked, from the sender's attempts and the backend's two reco
 - a push is answered 2xx by the backend more than once only if one of its attempts was
   ambiguous: no answer (the connection broke or the sender's timeout fired) or 502/504, which
   the gateway gives when the backend may have taken the push without answering in time;
+- and each such duplicate has a cause that was seen: the gateway logged that attempt as an
+  ambiguous delivery (and counted it in ``jwksgate_ambiguous_deliveries_total``: each replica's
+  counter equals its log lines since it last started), or the attempt died with the replica that
+  was SIGKILLed while holding it, or Redis was SIGKILLed (restarted empty, so it forgot the
+  delivered key) while the push was being retried;
 - a fresh push is never refused as a replay, and no attempt ends in another 4xx.
 """
 
@@ -23,6 +28,7 @@ import collections
 import contextlib
 import json
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -41,6 +47,7 @@ from tests.procs import (
     gateway_config,
     gateway_proc,
     jwks_proc,
+    metric_samples,
     recorded,
     wait_port,
     wait_ready,
@@ -67,6 +74,15 @@ FAULTS = (
 )
 
 
+AMBIGUOUS_METRIC = "jwksgate_ambiguous_deliveries_total"
+_AMBIGUOUS_LINE = re.compile(r"ambiguous delivery: .*\((\w+) after .*request ([\w.:-]+)\)$")
+_STARTED_LINE = "jwksgate listening on"
+
+
+def attempt_id(push: Push, n: int) -> str:
+    return f"{push.jti}.{n}"
+
+
 def retryable(status: int) -> bool:
     """What real webhook senders retry: 5xx, 408, 429 and no answer at all."""
     return status == CONNECTION_ERROR or status in (408, 429) or status >= 500
@@ -88,11 +104,20 @@ class RetryingSender:
     rng: random.Random
     retry_after_cap: float = 1.0
     budget: float = 90.0
+    # request id ("<jti>.<attempt number>", sent as X-Request-Id) -> the replica it went to
+    routes: dict[str, int] = field(default_factory=dict)
 
     async def attempt(self, push: Push) -> Attempt:
-        url = self.rng.choice(self.urls)
+        replica = self.rng.randrange(len(self.urls))
+        url = self.urls[replica]
+        rid = attempt_id(push, len(push.attempts))
+        self.routes[rid] = replica
         started = time.monotonic()
-        headers = {"Authorization": f"Bearer {push.token}", "Content-Type": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {push.token}",
+            "Content-Type": "application/json",
+            "X-Request-Id": rid,
+        }
         try:
             async with self.http.post(
                 url + "/hook",
@@ -198,6 +223,8 @@ class Injector:
     r: Rig
     rng: random.Random
     done: list[tuple[str, float]] = field(default_factory=list)
+    # (kind, monotonic start, monotonic end) of every fault
+    windows: list[tuple[str, float, float]] = field(default_factory=list)
 
     async def run(self, more: Callable[[], bool]) -> None:
         order: list[str] = []
@@ -209,7 +236,9 @@ class Injector:
             kind = order.pop()
             started = time.monotonic()
             await getattr(self, kind)()
-            self.done.append((kind, time.monotonic() - started))
+            ended = time.monotonic()
+            self.done.append((kind, ended - started))
+            self.windows.append((kind, started, ended))
 
     async def pause(self, low: float, high: float) -> None:
         await asyncio.sleep(self.rng.uniform(low, high))
@@ -273,11 +302,13 @@ class Report:
     answered: collections.Counter[str]
     received: collections.Counter[str]
     problems: list[str]
+    seen: Seen
 
     def counts(self) -> dict[str, Any]:
         attempts = [a for p in self.pushes for a in p.attempts]
         outcomes = collections.Counter(f"{a.status} {a.reason}".strip() for a in attempts)
         times = collections.Counter(self.answered[p.jti] for p in self.pushes)
+        twice = [p for p in self.pushes if self.answered[p.jti] > 1]
         return {
             "seed": self.seed,
             "seconds": round(self.seconds, 1),
@@ -294,17 +325,84 @@ class Report:
                 self.received[p.jti] > 1 for p in self.pushes
             ),
             "lost": sum(self.answered[p.jti] == 0 for p in self.pushes),
+            "delivered_twice_or_more": len(twice),
+            "duplicates_by_cause": dict(
+                collections.Counter("+".join(sorted(self.seen.causes(p))) or "none" for p in twice)
+            ),
+            "ambiguous_logged_by_cause": dict(collections.Counter(self.seen.logged.values())),
+            "ambiguous_counted_by_replicas_now": self.seen.counted,
             "problems": len(self.problems),
         }
+
+
+@dataclass
+class Seen:
+    """What the replicas said about ambiguous attempts, and when faults ran."""
+
+    logged: dict[str, str]  # request id -> cause, from every replica's log lines
+    counted: list[float]  # each replica's jwksgate_ambiguous_deliveries_total now
+    mismatches: list[str]  # replicas whose counter is not their log lines since their start
+    routes: dict[str, int]
+    windows: list[tuple[str, float, float]]
+    victim: int
+
+    def _during(self, kind: str, start: float, end: float) -> bool:
+        return any(k == kind and s <= end and start <= e for k, s, e in self.windows)
+
+    def causes(self, p: Push) -> set[str]:
+        """Why ``p`` may have been delivered more than once, from what was observed."""
+        out = set()
+        for n, a in enumerate(p.attempts):
+            rid = attempt_id(p, n)
+            if rid in self.logged:
+                out.add("gateway_" + self.logged[rid])
+            if (
+                a.status == CONNECTION_ERROR
+                and self.routes.get(rid) == self.victim
+                and self._during("replica_kill", a.started, a.ended)
+            ):
+                # The replica died holding the attempt: nobody was left to count it.
+                out.add("replica_killed")
+        if self._during("redis_kill", p.started, p.ended):
+            out.add("redis_emptied")  # restarted empty: it forgot the delivered key
+        return out
+
+
+async def gateway_view(
+    r: Rig, routes: dict[str, int], windows: list[tuple[str, float, float]]
+) -> Seen:
+    logged: dict[str, str] = {}
+    counted: list[float] = []
+    mismatches: list[str] = []
+    for i, g in enumerate(r.replicas):
+        since_start = 0
+        err = g.proc.logdir / f"{g.proc.name}.err"
+        for line in err.read_text(errors="replace").splitlines():
+            try:
+                msg = str(json.loads(line).get("msg", ""))
+            except (ValueError, AttributeError):
+                continue
+            if msg.startswith(_STARTED_LINE):
+                since_start = 0
+            elif m := _AMBIGUOUS_LINE.search(msg):
+                logged[m.group(2)] = m.group(1)
+                since_start += 1
+        total = sum(v for _, v in await metric_samples(r.http, g.admin_url, AMBIGUOUS_METRIC))
+        counted.append(total)
+        if total != since_start:
+            mismatches.append(
+                f"replica {i} counted {total} ambiguous deliveries, logged {since_start}"
+            )
+    return Seen(logged, counted, mismatches, routes, windows, len(r.replicas) - 1)
 
 
 def describe(p: Push) -> str:
     return f"{p.jti[:8]}: {[(a.status, a.reason) for a in p.attempts]}"
 
 
-def check(pushes: list[Push], answered: collections.Counter[str]) -> list[str]:
+def check(pushes: list[Push], answered: collections.Counter[str], seen: Seen) -> list[str]:
     """Everything that breaks the delivery rules, one line per push (empty: all held)."""
-    problems = []
+    problems = list(seen.mismatches)
     for p in pushes:
         last = p.attempts[-1]
         if p.statuses[0] == 409:
@@ -316,6 +414,9 @@ def check(pushes: list[Push], answered: collections.Counter[str]) -> list[str]:
                             + describe(p))  # fmt: skip
         elif answered[p.jti] > 1 and not any(ambiguous(a) for a in p.attempts):
             problems.append(f"delivered {answered[p.jti]}x without an ambiguous attempt: "
+                            + describe(p))  # fmt: skip
+        elif answered[p.jti] > 1 and not seen.causes(p):
+            problems.append(f"delivered {answered[p.jti]}x and no replica saw why: "
                             + describe(p))  # fmt: skip
     sent = {p.jti for p in pushes}
     strangers = set(answered) - sent
@@ -388,7 +489,9 @@ async def run(
         seconds = time.monotonic() - started
         answered = await settle(r, sent)
         received = recorded(r.received)
-        return Report(seed, seconds, sent, injector.done, answered, received, check(sent, answered))
+        seen = await gateway_view(r, sender.routes, injector.windows)
+        problems = check(sent, answered, seen)
+        return Report(seed, seconds, sent, injector.done, answered, received, problems, seen)
 
 
 def main_figures(report: Report) -> str:

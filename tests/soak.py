@@ -53,6 +53,53 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time ``pid`` has spent runnable but waiting for a CPU (/proc/<pid>/schedstat, field 2);
+    0 where the kernel does not keep it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def load_1m() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class LoopLag:
+    """The worst lateness of this process's own event loop (ms) since the last ``take``: when
+    the sender's loop itself runs seconds late, the machine is starved of CPU, and errors seen
+    at that time say more about the machine than about the gateway."""
+
+    def __init__(self, tick: float = 0.05) -> None:
+        self.tick = tick
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.tick)
+            self.worst = max(self.worst, (time.monotonic() - before - self.tick) * 1000)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def take(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return round(worst, 1)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 @contextlib.contextmanager
 def maybe_redis(store: str) -> Iterator[RedisProcess | None]:
     if store == "memory":
@@ -140,8 +187,17 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                     slots.release()
 
             samples: list[dict[str, Any]] = []
+            lag = LoopLag()
+            lag.start()
+            last_cpu = [cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)]
+            last_errors: collections.Counter[str] = collections.Counter()
 
             def sample(elapsed: float) -> dict[str, Any]:
+                cpu, at, waited = cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)
+                span = max(at - last_cpu[1], 1e-3)
+                new_errors = errors - last_errors
+                last_errors.clear()
+                last_errors.update(errors)
                 s: dict[str, Any] = {
                     "t": round(elapsed),
                     "sent": sent,
@@ -149,7 +205,18 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                     "errors": sum(errors.values()),
                     "rss_mib": round(rss_kib(pid) / 1024, 1),
                     "fds": open_fds(pid),
+                    # What the machine was doing: the gateway's CPU share over the interval, the
+                    # 1-minute load (2 cores here), the sender's own worst loop lag.
+                    "gw_cpu_pct": round(100 * (cpu - last_cpu[0]) / span),
+                    # Time the gateway was ready to run but had no CPU, per second: well above
+                    # its CPU time means the machine, not the gateway, sets the latency.
+                    "gw_wait_ms_per_s": round(1000 * (waited - last_cpu[2]) / span),
+                    "load1": load_1m(),
+                    "sender_lag_ms": lag.take(),
                 }
+                if new_errors:
+                    s["new_errors"] = dict(new_errors)
+                last_cpu[:] = [cpu, at, waited]
                 if redis is not None and redis.proc is not None:
                     s["redis_rss_mib"] = round(rss_kib(redis.proc.pid) / 1024, 1)
                 samples.append(s)
@@ -176,6 +243,7 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                 await asyncio.wait_for(asyncio.gather(*tasks), 60)
             elapsed = time.monotonic() - started
             last = sample(elapsed)
+            lag.stop()
             await asyncio.sleep(0.5)  # the backend records just after answering
             delivered = recorded(record)
             return {
@@ -191,6 +259,9 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                 "rss_mib_first_last": [samples[0]["rss_mib"], last["rss_mib"]],
                 "rss_mib_max": max(s["rss_mib"] for s in samples),
                 "fds_first_last": [samples[0]["fds"], last["fds"]],
+                "sender_lag_ms_max": max(s["sender_lag_ms"] for s in samples),
+                "gw_wait_ms_per_s_max": max(s["gw_wait_ms_per_s"] for s in samples),
+                "load1_max": max(s["load1"] for s in samples),
             }
 
 

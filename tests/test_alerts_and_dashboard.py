@@ -261,6 +261,7 @@ def test_expected_alerts_exist() -> None:
         "JwksgateUpstreamErrors",
         "JwksgateReplayStoreDown",
         "JwksgateNotReady",
+        "JwksgateIssuerKeysUnavailable",
     }
 
 

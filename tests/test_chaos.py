@@ -33,6 +33,12 @@ async def test_chaos_nothing_lost_duplicates_only_after_ambiguous_attempts(
     assert sum(times.values()) == counts["pushes"] and 0 not in times, figures
     twice = sum(v for k, v in times.items() if k > 1)
     assert twice <= counts["pushes_with_an_ambiguous_attempt"], figures
+    # ... and each duplicate has a cause that was seen (check() says which push otherwise): an
+    # attempt a replica logged and counted as ambiguous (every replica's
+    # jwksgate_ambiguous_deliveries_total equals its log lines), an attempt that died with the
+    # SIGKILLed replica, or Redis restarted empty while the push was retried.
+    assert twice == counts["delivered_twice_or_more"], figures
+    assert "none" not in counts["duplicates_by_cause"], figures
     answers = counts["answers"]
     assert (
         sum(v for k, v in answers.items() if k.startswith("2"))

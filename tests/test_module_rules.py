@@ -24,6 +24,7 @@ DECISION_MODULES = [
     "authn/static_token.py",
     "authn/standard_webhooks.py",
     "authn/provider.py",
+    "token_from.py",
 ]
 FORBIDDEN = {"aiohttp", "asyncio", "logging", "prometheus_client", "redis", "gateway.metrics"}
 

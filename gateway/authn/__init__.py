@@ -68,8 +68,9 @@ P = TypeVar("P", bound=Pending)
 
 
 class Authenticator(Protocol[P]):
-    async def authenticate(self, headers: Headers, path: str, now: float) -> P:
-        """Check what the headers can decide; raise ``Rejection`` naming the issuer."""
+    async def authenticate(self, headers: Headers, path: str, now: float, query: str = "") -> P:
+        """Check what the headers (and the raw query string, for a token carried there) can
+        decide; raise ``Rejection`` naming the issuer."""
         ...
 
     def verify_body(self, pending: P, body: bytes, now: float) -> Verified:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from gateway import verify
+from gateway import token_from, verify
 from gateway.authn import Headers, Pending, Verified, attributed
-from gateway.config import IssuerConfig
+from gateway.config import IssuerConfig, TokenFromConfig
 from gateway.errors import Rejection
 
 __all__ = ["JwtAuthenticator", "KeySource", "PendingJwt", "VerifyingKey"]
@@ -25,6 +25,7 @@ class VerifyingKey(Protocol):
 
 
 K = TypeVar("K", bound=VerifyingKey)
+_DEFAULT_LOCATION = TokenFromConfig()
 
 
 class KeySource(Protocol[K]):
@@ -74,9 +75,20 @@ class JwtAuthenticator:
         self.keys = keys
         self.count_kidless = count_kidless
 
-    async def authenticate(self, headers: Headers, path: str, now: float) -> PendingJwt:
-        token = verify.parse_token(verify.extract_bearer(headers.getall("Authorization", [])))
+    async def authenticate(
+        self, headers: Headers, path: str, now: float, query: str = ""
+    ) -> PendingJwt:
         jwt_cands = [c for c in verify.candidates(self.issuers, path) if c.type == "jwt"]
+        # The issuers of one path share token_from (config.py checks it): the token is found
+        # before its iss can say which of them sent it.
+        token = verify.parse_token(
+            token_from.extract_token(
+                jwt_cands[0].token_from if jwt_cands else _DEFAULT_LOCATION,
+                headers.getall("Authorization", []),
+                headers.getall(jwt_cands[0].token_from.header or "", []) if jwt_cands else [],
+                query,
+            )
+        )
         issuer = verify.route(jwt_cands, self.issuers, token.claims)
         kid: str | None = None
         try:

@@ -39,7 +39,9 @@ class ProviderAuthenticator:
         # The loader derives the same namespace; taken from the one rule, so it cannot drift.
         self.cfg = replace(cfg, namespace=verify.replay_namespace(issuer))
 
-    async def authenticate(self, headers: Headers, path: str, now: float) -> PendingProvider:
+    async def authenticate(
+        self, headers: Headers, path: str, now: float, query: str = ""
+    ) -> PendingProvider:
         try:
             providers.precheck(headers, self.cfg, now)
         except Rejection as r:

@@ -37,6 +37,7 @@ __all__ = [
     "check_webhook_headers",
     "replay_key",
     "signature_entries",
+    "webhook_header_family",
 ]
 
 _MSG_ID_RE = re.compile(r"[\x21-\x7e]{1,256}")
@@ -81,17 +82,34 @@ def signature_entries(lines: list[str]) -> list[str]:
     return entries
 
 
+# The Standard Webhooks names, then the svix libraries' own (same meaning, same format).
+HEADER_FAMILIES = ("webhook", "svix")
+
+
+def webhook_header_family(headers: Headers) -> str:
+    """Which header names carry the signature: ``webhook-*`` when any of them is present,
+    else ``svix-*`` when any of those is, as the svix libraries' ``verify`` reads them. Never
+    a mix: the id, timestamp and signature must come from one sender's set."""
+    for family in HEADER_FAMILIES:
+        if any(f"{family}-{part}" in headers for part in ("id", "timestamp", "signature")):
+            return family
+    return HEADER_FAMILIES[0]
+
+
 def check_webhook_headers(
     headers: Headers, cfg: StandardWebhooksConfig, now: float
 ) -> tuple[str, str, str]:
     """``webhook-id``, the timestamp and the signature entries (space-separated, from every
-    ``webhook-signature`` line), once present, well formed, bounded and in the tolerance window."""
-    msg_id = _one(headers, "webhook-id")
-    timestamp = _one(headers, "webhook-timestamp")
-    lines = headers.getall("webhook-signature", [])
+    ``webhook-signature`` line), or their ``svix-`` twins, once present, well formed, bounded and
+    in the tolerance window."""
+    family = webhook_header_family(headers)
+    msg_id = _one(headers, f"{family}-id")
+    timestamp = _one(headers, f"{family}-timestamp")
+    lines = headers.getall(f"{family}-signature", [])
     if msg_id is None or timestamp is None or not lines:
         raise Rejection(
-            "missing_token", "webhook-id, webhook-timestamp and webhook-signature are required"
+            "missing_token",
+            f"{family}-id, {family}-timestamp and {family}-signature are required",
         )
     if not _MSG_ID_RE.fullmatch(msg_id):
         raise Rejection("malformed_token", "webhook-id is not 1-256 printable characters")
@@ -154,7 +172,9 @@ class StandardWebhooksAuthenticator:
         self.issuer = issuer
         self.cfg = issuer.standard_webhooks
 
-    async def authenticate(self, headers: Headers, path: str, now: float) -> PendingWebhook:
+    async def authenticate(
+        self, headers: Headers, path: str, now: float, query: str = ""
+    ) -> PendingWebhook:
         try:
             msg_id, ts, signatures = check_webhook_headers(headers, self.cfg, now)
         except Rejection as r:

@@ -44,7 +44,9 @@ class StaticTokenAuthenticator:
         self.issuer = issuer
         self.cfg = issuer.static_token
 
-    async def authenticate(self, headers: Headers, path: str, now: float) -> Pending:
+    async def authenticate(
+        self, headers: Headers, path: str, now: float, query: str = ""
+    ) -> Pending:
         try:
             check_static_token(headers, self.cfg)
         except Rejection as r:
