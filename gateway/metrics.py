@@ -8,6 +8,7 @@ request (a kid, an iss, a path) ever becomes a label value.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import prometheus_client
@@ -18,6 +19,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import values as _values
 
 from gateway import __version__
 
@@ -27,6 +29,28 @@ __all__ = ["CONTENT_TYPE", "Metrics", "status_class"]
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+
+class _Pid:
+    """The process id, read once and again after a fork: prometheus-client's multiprocess
+    values call their process identifier on every inc/set/observe to notice a fork (about 8
+    ``getpid`` system calls per request); a fork is noticed here instead."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self.refresh)
+
+    def refresh(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+
+if getattr(_values.ValueClass, "_multiprocess", False):
+    # Multiprocess mode (workers > 1): chosen by prometheus-client at import from
+    # PROMETHEUS_MULTIPROC_DIR, before any metric exists; same files, same pid, fewer calls.
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_Pid())  # type: ignore[no-untyped-call]
 
 # Verification itself is tens of microseconds; a forwarded request is dominated by the backend.
 REQUEST_BUCKETS = (
@@ -57,6 +81,7 @@ class Metrics:
     def __init__(self, issuers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._upstream_children: dict[str, Histogram] = {}
         r = self.registry
         self.requests = Counter(
             "jwksgate_requests",
@@ -228,6 +253,15 @@ class Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_upstream(self, status: int | None, seconds: float) -> None:
+        """One backend answer's duration by status class (``None``: no answer at all); the
+        label children are cached like ``record_request``'s (at most six)."""
+        cls = "error" if status is None else status_class(status)
+        child = self._upstream_children.get(cls)
+        if child is None:
+            child = self._upstream_children[cls] = self.upstream_duration.labels(status_class=cls)
+        child.observe(seconds)
 
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""

@@ -448,8 +448,11 @@ async def test_real_process_reloads_on_sighup_and_refuses_an_invalid_file(
         write_atomically(path, data)
         url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
 
-        def stderr_text() -> str:
-            return err_path.read_text(encoding="utf-8", errors="replace")
+        def stderr_text() -> str:  # the log lines are on stdout, startup errors on stderr
+            return "".join(
+                p.read_text(encoding="utf-8", errors="replace")
+                for p in (tmp_path / "stdout.log", err_path)
+            )
 
         async def wait_for(what: str, check: Callable[[], Any]) -> None:
             deadline = time.monotonic() + 20.0
