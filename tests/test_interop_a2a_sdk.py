@@ -20,10 +20,28 @@ from typing import Any
 
 import httpx
 import pytest
+from a2a.helpers import new_task
+from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
-from a2a.server.tasks import BasePushNotificationSender, InMemoryPushNotificationConfigStore
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.tasks import (
+    BasePushNotificationSender,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    TaskUpdater,
+)
 from a2a.types.a2a_pb2 import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
     AuthenticationInfo,
+    Message,
+    Part,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
     Task,
     TaskPushNotificationConfig,
     TaskState,
@@ -32,7 +50,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from gateway.config import Config, parse_config
-from tests.support import World, gateway_config_data, world
+from tests.support import World, gateway_config_data, wait_until, world
 
 PREFIX = "/a2a/notifications"
 
@@ -149,3 +167,71 @@ async def test_a2a_sdk_pushes_without_the_right_token_are_refused() -> None:
         reasons = [(status, body["error"]) for status, body in a.answers]
         assert reasons == [(401, "bad_signature"), (401, "missing_token")]
         assert w.backend.received == []
+
+
+class Answering(AgentExecutor):
+    """An agent as the SDK's docs write one: the task, working, an artifact, completed."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        assert context.task_id is not None and context.context_id is not None
+        task = context.current_task or new_task(
+            context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED
+        )
+        await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        await updater.start_work()
+        await updater.add_artifact([Part(text="the answer")])
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+def card(url: str) -> AgentCard:
+    return AgentCard(
+        name="answering",
+        description="answers",
+        version="1.0.0",
+        supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC")],
+        capabilities=AgentCapabilities(push_notifications=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[AgentSkill(id="answer", name="answer", description="answers", tags=["test"])],
+    )
+
+
+async def test_an_sdk_agent_pushes_every_task_event_through_the_gateway() -> None:
+    """A client's message/send with a push config, handled by the SDK's DefaultRequestHandler:
+    every event the agent emits is pushed by the SDK itself to the gateway and forwarded."""
+    secret = token()
+    async with world(configured(secret)) as w, agent() as a:
+        handler = DefaultRequestHandler(
+            agent_executor=Answering(),
+            task_store=InMemoryTaskStore(),
+            agent_card=card("http://127.0.0.1:1/a2a"),
+            push_config_store=a.store,
+            push_sender=a.sender,
+        )
+        push = TaskPushNotificationConfig(url=w.url + PREFIX + "/client-1", token=secret)
+        request = SendMessageRequest(
+            message=Message(
+                message_id=uuid.uuid4().hex, role=Role.ROLE_USER, parts=[Part(text="q")]
+            ),
+            configuration=SendMessageConfiguration(task_push_notification_config=push),
+        )
+        result = await handler.on_message_send(request, ServerCallContext())
+        assert isinstance(result, Task)
+        await wait_until(lambda: len(a.answers) >= 4)
+        await handler.aclose()
+        assert [status for status, _ in a.answers] == [200, 200, 200, 200]
+        pushed = [json.loads(r.body) for r in w.backend.received]
+        assert [next(iter(p)) for p in pushed] == [
+            "task",
+            "statusUpdate",
+            "artifactUpdate",
+            "statusUpdate",
+        ]
+        assert pushed[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        # Every push is about the task the client's message made.
+        ids = [p["task"]["id"] if "task" in p else next(iter(p.values()))["taskId"] for p in pushed]
+        assert ids == [result.id] * 4
