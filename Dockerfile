@@ -1,18 +1,21 @@
 # jwksgate container image. Build it with scripts/build-image (buildah; no Docker engine needed).
 #
+# The base image is pinned by digest (the tag says which one it is; the digest is what is pulled):
+# bump both together when the base image is updated.
+#
 # Two stages: the builder installs jwksgate and its dependencies into a virtualenv; the final
 # stage copies only that virtualenv onto a clean python slim image, so neither the source tree nor
 # the build tools ship. All runtime dependencies have manylinux wheels, so no compiler is needed
 # in the builder either.
 #
-# Runtime contract (Kubernetes manifests in helm/jwksgate rely on it):
+# What the image guarantees at run time (the manifests in helm/jwksgate rely on it):
 #   - runs as UID/GID 10001, never root;
 #   - writes nothing outside /tmp, so readOnlyRootFilesystem works with an emptyDir on /tmp;
 #   - expects its config at /etc/jwksgate/config.yaml (mount a ConfigMap there);
 #   - webhook listener on 8080, admin (/livez /readyz /metrics) on 9090;
 #   - SIGTERM drains in-flight requests for shutdown_grace_seconds, then exits 0.
 
-FROM docker.io/library/python:3.11-slim-bookworm AS builder
+FROM docker.io/library/python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -29,7 +32,7 @@ RUN python -m venv /opt/jwksgate \
     && /opt/jwksgate/bin/pip install --no-cache-dir /src
 
 
-FROM docker.io/library/python:3.11-slim-bookworm
+FROM docker.io/library/python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 LABEL org.opencontainers.image.title="jwksgate" \
       org.opencontainers.image.description="Verifying reverse proxy for JWT-signed webhook pushes (JWKS)" \

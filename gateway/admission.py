@@ -50,6 +50,11 @@ def route_path(raw_target: str) -> str:
     """The path part of an origin-form request target, as received (never decoded)."""
     if not raw_target.startswith("/"):
         raise Rejection("malformed_request", "only origin-form request targets are accepted")
+    if "#" in raw_target:
+        # Not part of any request-target (RFC 9112 3.2). Routing would see "/a/..#x" as a
+        # segment of /a while the client library forwarding it drops the fragment, and the
+        # backend would resolve "/a/.." into another issuer's path.
+        raise Rejection("malformed_request", "a request target cannot carry a #fragment")
     return raw_target.split("?", 1)[0]
 
 

@@ -1,4 +1,6 @@
-"""Command line: ``jwksgate run | check-config | demo`` (contract §1)."""
+"""Command line: ``jwksgate run | check-config | explain | demo``. Every refusal is one line on
+stderr and a non-zero exit, never a traceback: a bad flag, an unreadable or invalid config, a
+port that cannot be had."""
 
 from __future__ import annotations
 
@@ -7,15 +9,17 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gateway import __version__, eventloop
 from gateway.admission import unverified_cap
+from gateway.bind import BindError
 from gateway.config import Config, IssuerConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.providers import ProviderConfig, SlackConfig, StripeConfig
 
-__all__ = ["main", "summary"]
+__all__ = ["build_parser", "main", "summary"]
 
 
 def summary(config: Config) -> str:
@@ -110,6 +114,20 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def _read_file(what: str, path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise _Refused(f"{what} {path}: cannot read: {e.strerror or e}") from None
+
+
+class _Refused(Exception):
+    """A problem the command reports as one line (no traceback)."""
+
+
 def _provider_issuer(config: Config | None, name: str | None, path: str) -> IssuerConfig | None:
     """The provider issuer a request is explained for: named by --issuer, else owning --path."""
     if config is None:
@@ -123,8 +141,6 @@ def _provider_issuer(config: Config | None, name: str | None, path: str) -> Issu
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gateway.explain import explain, fetch_jwks
 
     config = None
@@ -132,7 +148,12 @@ def _explain(args: argparse.Namespace) -> int:
         config = _load(args.config)
         if config is None:
             return 2
-    body = Path(args.body).read_bytes() if args.body else None
+    try:
+        body = _read_file("--body", args.body)
+        jwks = _read_file("--jwks", args.jwks)
+    except _Refused as e:
+        print(f"jwksgate explain: error: {e}", file=sys.stderr)
+        return 2
     provider = _provider_issuer(config, args.issuer, args.path)
     if args.issuer is not None and provider is None:
         known = [i.name for i in config.issuers if i.provider] if config else []
@@ -162,7 +183,7 @@ def _explain(args: argparse.Namespace) -> int:
         config=config,
         path=args.path,
         body=body,
-        jwks=Path(args.jwks).read_bytes() if args.jwks else None,
+        jwks=jwks,
         fetch=fetch_jwks if args.fetch else None,
         now=args.now,
     )
@@ -170,50 +191,139 @@ def _explain(args: argparse.Namespace) -> int:
     return 0 if result.verdict is None else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="jwksgate", description="Verifying gateway for signed webhook pushes."
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
+        )
+    return value.upper()
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65533:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a port from 0 to 65533 (the demo uses it and the next two)"
+        )
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit code 1, like every other refusal of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jwksgate",
+        description="Verifying gateway for signed webhook pushes.",
+        epilog="Exit codes: 0 success, 1 error (bad config, flag or port; explain: the token "
+        "would be rejected), 2 explain could not judge (unusable --config, --body or --jwks).",
     )
-    parser.add_argument("--version", action="version", version=f"jwksgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
-    run.add_argument("--config", default=os.environ.get("JWKSGATE_CONFIG"))
-    run.add_argument("--log-level", default=os.environ.get("JWKSGATE_LOG_LEVEL", "INFO"))
-    check = sub.add_parser("check-config", help="validate a config and print a summary")
-    check.add_argument("file")
-    exp = sub.add_parser("explain", help="say, check by check, why a token would pass or fail")
+    parser.add_argument(
+        "--version", action="version", version=f"jwksgate {__version__}", help="print the version"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run", help="run the gateway until SIGTERM/SIGINT", description="Run the gateway."
+    )
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("JWKSGATE_CONFIG"),
+        help="the YAML config file (default: $JWKSGATE_CONFIG)",
+    )
+    run.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        default=os.environ.get("JWKSGATE_LOG_LEVEL", "info"),
+        help=f"one of {', '.join(LOG_LEVELS)} (default: $JWKSGATE_LOG_LEVEL or info)",
+    )
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config and print a summary",
+        description="Validate a config file (and the files it names) and print a summary.",
+    )
+    check.add_argument("file", metavar="FILE", help="the YAML config file to check")
+    exp = sub.add_parser(
+        "explain",
+        help="say, check by check, why a token would pass or fail",
+        description="Say, check by check, why the gateway would accept or reject a token. "
+        "Without --config the token is checked on its own (shape, algorithm, time claims).",
+    )
     exp.add_argument(
         "token",
         nargs="?",
         help='the token, "Bearer <token>", or - to read it from stdin (not for a provider)',
     )
-    exp.add_argument("--config", help="the gateway config (default: one issuer, defaults)")
+    exp.add_argument(
+        "--config", metavar="FILE", help="the gateway config (default: the token's own issuer)"
+    )
     exp.add_argument("--path", default="/", help="request path, for routing (default /)")
     exp.add_argument(
         "--body",
         "--body-file",
         dest="body",
+        metavar="FILE",
         help="file with the request body (the raw bytes), for the body hash or a provider's MAC",
     )
     exp.add_argument(
-        "--issuer", help="explain a provider webhook (github, stripe, ...) for this issuer"
+        "--issuer",
+        metavar="NAME",
+        help="explain a provider webhook (github, stripe, ...) for this issuer",
     )
     exp.add_argument(
         "--header",
         action="append",
         default=[],
+        metavar="'NAME: VALUE'",
         help="a provider webhook's header, 'Name: value' (repeat for each)",
     )
-    exp.add_argument("--jwks", help="file with the issuer's JWKS, to check the signature")
+    exp.add_argument(
+        "--jwks", metavar="FILE", help="file with the issuer's JWKS, to check the signature"
+    )
     exp.add_argument(
         "--fetch", action="store_true", help="fetch the issuer's JWKS as the gateway does"
     )
-    exp.add_argument("--now", type=float, help="evaluate at this unix time (default: now)")
-    demo = sub.add_parser("demo", help="run an embedded issuer, backend and gateway, and show")
-    demo.add_argument("--port", type=int, default=8480, help="gateway port (default 8480)")
+    exp.add_argument(
+        "--now", type=float, metavar="UNIX_TIME", help="evaluate at this unix time (default: now)"
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="run an embedded issuer, backend and gateway, and show",
+        description="Run an embedded issuer, an echo backend and the gateway on loopback, "
+        "send valid and hostile pushes, and print what happened to each.",
+    )
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=8480,
+        help="gateway port; admin is PORT+1, the issuer PORT+2 (default 8480)",
+    )
     demo.add_argument("--no-wait", action="store_true", help="exit after the scripted pushes")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _command(parser, args)
+    except BindError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-config":
         config = _load(args.file)
         if config is None:
@@ -226,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         if not args.config:
             print("config error: --config FILE (or JWKSGATE_CONFIG) is required", file=sys.stderr)
-            return 2
+            return 1
         config = _load(args.config)
         if config is None:
             return 1
@@ -236,11 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in e.problems:
                 print(f"config error: {line}", file=sys.stderr)
             return 1
-        configure_logging(args.log_level.upper())
+        configure_logging(args.log_level)
         if config.workers > 1:
             from gateway.workers import run_workers
 
-            return run_workers(config, args.log_level.upper(), args.config)
+            return run_workers(config, args.log_level, args.config)
         from gateway.lifecycle import serve
 
         eventloop.run(serve(config, config_path=args.config), loop)
@@ -250,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure_logging("WARNING")
         return asyncio.run(run_demo(args.port, wait=not args.no_wait))
-    return 2  # pragma: no cover - argparse rejects other commands
+    parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse refuses it
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import aiohttp
 from aiohttp import web
 from jwcrypto import jwk, jws
 
+from gateway.bind import BindError, bindable
+from gateway.bind import reason as bind_reason
 from gateway.config import Config, parse_config
 from gateway.lifecycle import run_gateway
 
@@ -98,7 +100,11 @@ async def _start(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     return runner, int(runner.addresses[0][1])
 
 
@@ -200,11 +206,50 @@ def _cases() -> list[Case]:
     ]
 
 
+# The demo listens on --port (gateway), --port + 1 (admin) and --port + 2 (issuer).
+_ROLES = ("the gateway, --port", "its admin port, --port + 1", "its issuer, --port + 2")
+
+
+def _free_base(port: int) -> int | None:
+    """A --port whose three ports all bind now, above ``port``."""
+    for base in range(port + 10, min(port + 200, 65533), 10):
+        try:
+            for offset in range(3):
+                bindable("127.0.0.1", base + offset)
+        except OSError:
+            continue
+        return base
+    return None
+
+
+def _port_error(port: int, offset: int, reason: str) -> BindError:
+    base = _free_base(port)
+    hint = "pass --port to use other ports"
+    if base is not None:
+        hint += f", e.g. --port {base} (the demo uses it and the next two)"
+    address = f"127.0.0.1:{port + offset} ({_ROLES[offset]})"
+    return BindError(f"demo --port {port}", address, reason, hint)
+
+
 async def run_demo(port: int = 8480, *, wait: bool = True) -> int:
+    """``BindError`` when one of the demo's fixed ports is taken."""
+    try:
+        return await _run_demo(port, wait)
+    except BindError as e:
+        if e.key not in ("listen", "admin_listen"):
+            raise
+        # The gateway's config keys come from --port here: name that instead.
+        raise _port_error(port, 1 if e.key == "admin_listen" else 0, e.reason) from None
+
+
+async def _run_demo(port: int, wait: bool) -> int:
     issuer = DemoIssuer.generate()
     seen: list[dict[str, str]] = []
     # Fixed ports next to the gateway's, so the printed curl lines stay the same run to run.
-    issuer_runner, issuer_port = await _start(issuer.app(), port + 2 if port else 0)
+    try:
+        issuer_runner, issuer_port = await _start(issuer.app(), port + 2 if port else 0)
+    except OSError as e:
+        raise _port_error(port, 2, bind_reason(e)) from None
     backend_runner, backend_port = await _start(_echo_app(seen), 0)
     jwks_url = f"http://127.0.0.1:{issuer_port}/.well-known/jwks.json"
     config = demo_config(port, jwks_url, f"http://127.0.0.1:{backend_port}")

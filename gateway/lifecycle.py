@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.admin import admin_app
 from gateway.app import Gateway
+from gateway.bind import bind_error
 from gateway.config import Config
 from gateway.errors import Rejection
 from gateway.listener import GuardedServer
@@ -88,7 +89,8 @@ async def run_gateway(
     reuse_port: bool = False,
     admin: bool = True,
 ) -> AsyncIterator[RunningGateway]:
-    """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers."""
+    """Start the webhook and admin listeners (port 0 picks a free port) and the refreshers;
+    ``BindError`` (one line naming the config key) when a listener cannot bind."""
     gw = await Gateway.create(config, clock=clock, store=store)
 
     # Requests being handled: those still running when the grace runs out are cancelled, and
@@ -147,11 +149,17 @@ async def run_gateway(
             reuse_port=reuse_port or None,
             backlog=1024,
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise bind_error("listen", config.listen, e) from None
         admin_url = ""
         if admin:
             a = config.admin_listen
-            await web.TCPSite(admin_runner, a.host, a.port).start()
+            try:
+                await web.TCPSite(admin_runner, a.host, a.port).start()
+            except OSError as e:
+                raise bind_error("admin_listen", a, e) from None
             ahost, aport = admin_runner.addresses[0][:2]
             admin_url = f"http://{_host(ahost)}:{aport}"
         scheme = "https" if config.tls else "http"

@@ -1,4 +1,5 @@
-"""Prometheus metrics: one registry per gateway, names fixed by the contract (§5).
+"""Prometheus metrics: one registry per gateway; the names and labels are listed in
+docs/reference.md and are stable (dashboards and alerts query them).
 
 Label values are always bounded: ``issuer`` is a configured name (or ``unknown``), ``reason`` one of
 the reason codes, ``outcome``/``result``/``status_class`` fixed vocabularies. Nothing taken from a

@@ -181,7 +181,8 @@ def candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]
 def route(
     cands: Sequence[IssuerConfig], all_issuers: Sequence[IssuerConfig], claims: Mapping[str, Any]
 ) -> IssuerConfig:
-    """The one issuer a token is checked against (contract §2, Routing)."""
+    """The one issuer a token is checked against: the candidate (``candidates``) whose ``issuer``
+    is the token's ``iss``; a token without ``iss`` only where one candidate serves the path."""
     if not cands:
         raise Rejection("unknown_issuer", "no trusted issuer is configured for this path")
     if "iss" not in claims:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import admin_app
+from gateway.bind import bind_error, probe
 from gateway.config import Config
 from gateway.lifecycle import on_sighup, stop_on_signals
 
@@ -112,10 +113,16 @@ class Supervisor:
         stop_on_signals(stop)
         # Each worker reloads by itself (it watches the file too); SIGHUP is passed on.
         on_sighup(lambda: self._signal_all(signal.SIGHUP))
+        # A webhook port nobody can bind would have every worker fail and be restarted forever.
+        probe("listen", self.config.listen, reuse_port=True)
         runner = web.AppRunner(admin_app(self._readiness, self._exposition), access_log=None)
         await runner.setup()
         a = self.config.admin_listen
-        await web.TCPSite(runner, a.host, a.port).start()
+        try:
+            await web.TCPSite(runner, a.host, a.port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise bind_error("admin_listen", a, e) from None
         self.workers = [self.spawn() for _ in range(self.config.workers)]
         log.info(
             "jwksgate supervisor: %d workers on %s, admin on %s",

@@ -1,4 +1,4 @@
-"""A sender that does what the contract (§4) tells senders: each push carries its own token,
+"""A sender that does what the README tells senders: each push carries its own token,
 signed once; on a 5xx, a 408 or a broken connection it retries THE SAME token (after
 ``Retry-After``, capped to keep the tests short); a 409 on a retry means "already delivered";
 anything else is final.

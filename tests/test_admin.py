@@ -1,4 +1,4 @@
-"""The admin port and what operators read (contract §5, §6): liveness, readiness per issuer, the
+"""The admin port and what operators read (docs/operating.md): liveness, readiness per issuer, the
 Prometheus exposition with bounded labels, and one JSON access line per outcome.
 """
 
@@ -116,7 +116,7 @@ async def test_readiness_names_the_issuer_without_keys() -> None:
 
 
 # -- the exposition ------------------------------------------------------------------------------
-CONTRACT_METRICS = {
+DOCUMENTED_METRICS = {
     # family name as parsed (counters lose "_total"), type, label names of its samples
     "jwksgate_requests": ("counter", {"issuer", "outcome", "reason"}),
     "jwksgate_request_duration_seconds": ("histogram", {"issuer", "outcome"}),
@@ -129,13 +129,13 @@ CONTRACT_METRICS = {
 }
 
 
-async def test_metrics_exposition_has_every_contract_metric_with_its_labels(
+async def test_metrics_exposition_has_every_documented_metric_with_its_labels(
     w: World, http: aiohttp.ClientSession
 ) -> None:
     assert (await push(http, w, BODY)).status == 200
     assert (await send(http, w.url + "/hook", body=BODY)).status == 401
     m = await scrape(http, w.admin_url)
-    for family, (kind, labels) in CONTRACT_METRICS.items():
+    for family, (kind, labels) in DOCUMENTED_METRICS.items():
         assert m.types.get(family) == kind, family
         samples = [name for name in m.samples if name.startswith(family)]
         assert samples, family

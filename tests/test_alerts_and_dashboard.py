@@ -43,7 +43,8 @@ RATE_INTERVAL = "$__rate_interval"
 # Labels the scrape adds to every series (Prometheus' job and instance, the Kubernetes namespace).
 TARGET_LABELS = frozenset({"job", "instance", "namespace"})
 SEVERITIES = frozenset({"warning", "critical"})
-# Label vocabularies (contract §4, §5): a misspelt value matches nothing, like a misspelt name.
+# Label vocabularies (the reason codes and metric labels of docs/reference.md): a misspelt value
+# matches nothing, like a misspelt name.
 # Forwarded requests are counted with reason "none".
 REASONS = frozenset(gateway_reasons) | {"none"}
 VOCABULARIES: Mapping[str, frozenset[str]] = {

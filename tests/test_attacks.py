@@ -1,7 +1,7 @@
-"""Token attacks end to end (checklist §2, T1-T27): real JWKS server, real backend, real gateway.
+"""Token attacks end to end (T numbers name the attacks): real JWKS server, backend and gateway.
 
-Each 401 reason code of contract §4 has a test that asserts, through real sockets, the status, the
-JSON ``error``, the ``WWW-Authenticate`` header, that the backend received nothing, and that the
+Each 401 reason code of gateway/errors.py has a test that asserts, through real sockets, the status,
+the JSON ``error``, the ``WWW-Authenticate`` header, that the backend received nothing, and that the
 rejection was counted on the admin ``/metrics`` under its issuer and reason. The attacks come from
 RFC 8725, OWASP, PortSwigger and the jwt_tool playbook; the last tests fuzz tokens and check that
 no hostile input turns into a 5xx (a 5xx makes a sender retry the same poison push for days).

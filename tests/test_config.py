@@ -1,8 +1,8 @@
 """Configuration loading (gateway/config.py) and ``check-config`` / ``run`` on the command line.
 
 An invalid config never starts: every problem is reported at once, one line each, naming its YAML
-path (contract §1). The example config shipped in ``config/example.yaml`` must stay valid and keep
-showing every key of contract §2.
+path. The example config shipped in ``config/example.yaml`` must stay valid and keep
+showing every key the gateway accepts.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def problems(data: Any) -> list[str]:
     return info.value.problems
 
 
-def test_minimal_config_is_valid_with_the_contract_defaults() -> None:
+def test_minimal_config_is_valid_with_the_documented_defaults() -> None:
     config = parse_config(base())
     assert isinstance(config, Config)
     assert config.listen == Listen("127.0.0.1", 8080)
@@ -629,8 +629,8 @@ def test_empty_file_reports_the_missing_issuers(tmp_path: Path) -> None:
 
 # --- the example config ------------------------------------------------------------------------
 
-# Every key of contract §2; issuers[] stands for each issuer.
-CONTRACT_KEYS = {
+# Every config key; issuers[] stands for each issuer.
+CONFIG_KEYS = {
     "listen", "workers", "shutdown_grace_seconds", "admin_listen", "tls",
     "upstream.url", "upstream.timeout_seconds",
     "limits.max_body_bytes", "limits.header_timeout_seconds", "limits.body_timeout_seconds",
@@ -671,9 +671,9 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {i.replay_key for i in config.issuers} == {"jti", "token"}
 
 
-def test_example_config_shows_every_contract_key() -> None:
+def test_example_config_shows_every_config_key() -> None:
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    missing = CONTRACT_KEYS - key_paths(data)
+    missing = CONFIG_KEYS - key_paths(data)
     assert not missing, f"config/example.yaml lacks {sorted(missing)}"
     assert EXAMPLE.read_text(encoding="utf-8").count("#") >= 20, "the example explains its keys"
 

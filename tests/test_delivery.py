@@ -1,4 +1,4 @@
-"""Nothing lost (contract §4, checklist §5): what the sender is told when a push cannot be taken
+"""Nothing lost: what the sender is told when a push cannot be taken
 now, and that its retry of the very same token is then delivered exactly once.
 
 Backends that must hold a request in flight wait on an ``asyncio.Event`` rather than a delay, so the

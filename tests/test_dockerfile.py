@@ -140,10 +140,13 @@ def test_multi_stage_with_a_builder(dockerfile: list[list[Instruction]]) -> None
 
 
 def test_base_images_are_tagged_and_shared(dockerfile: list[list[Instruction]]) -> None:
-    """Same base in both stages: the virtualenv's interpreter path must exist in the final one."""
+    """Same base in both stages: the virtualenv's interpreter path must exist in the final one.
+    Each is name:tag@sha256:digest: the tag says which image it is, the digest pins it."""
     images = [stage[0].args.split()[0] for stage in dockerfile]
     for image in images:
-        name, _, tag = image.rpartition(":")
+        named, at, digest = image.partition("@")
+        assert at and re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{image}: pin by digest"
+        name, _, tag = named.rpartition(":")
         assert name and tag and tag != "latest", image
         assert "slim" in tag, f"{image}: the final image should be a slim one"
     assert len(set(images)) == 1, images

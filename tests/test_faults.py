@@ -3,7 +3,7 @@
 The gateway runs as ``python -m gateway run --config FILE``; the backend (``tests.backend_proc``)
 and the JWKS endpoint (``tests.jwks_proc``) are processes too, and Redis is a real redis-server.
 The sender (``tests.sender``) signs every push once and retries the same token on a 5xx or a broken
-connection, as the contract tells senders; the backend writes a jti to its record file only after
+connection, as the README tells senders; the backend writes a jti to its record file only after
 its 200 has been written, so the file is the truth about what was delivered.
 """
 
@@ -300,7 +300,7 @@ async def test_redis_killed_and_restarted_empty_nothing_is_forwarded_unanswered_
             spanning = [p for p in pushes if p not in before and p not in after]
             twice = {p.jti: rec[p.jti] for p in spanning if rec[p.jti] != 1}
             assert not twice, f"jti -> times recorded, in flight across the fault: {twice}"
-            # The fault was seen, as the contract says: 503 replay_store_unavailable + Retry-After.
+            # The fault was seen, as documented: 503 replay_store_unavailable + Retry-After.
             retried = [a for p in pushes for a in p.attempts[:-1]]
             assert retried, "no sender ever saw the store down: no fault was tested"
             assert {(a.status, a.reason) for a in retried} == {(503, "replay_store_unavailable")}

@@ -1,4 +1,4 @@
-"""What the backend receives and what the sender gets back (contract §3, checklist R1-R9).
+"""What the backend receives and what the sender gets back.
 
 Every test goes through real sockets: a real JWKS server, a real backend and the gateway on
 loopback. Hostile framing (stalled bodies, dribbled headers, absolute-form targets) is written on

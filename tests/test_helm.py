@@ -1093,9 +1093,12 @@ def test_issuer_files_keep_what_the_config_lists(helm: Helm) -> None:
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", volume["name"]), volume
 
 
-def test_extra_env_env_from_and_mounts_reach_the_container(helm: Helm) -> None:
+@pytest.mark.parametrize("form", FORMS)
+def test_extra_env_env_from_and_mounts_reach_the_container(
+    helm: Helm, example_chart: Path, form: str
+) -> None:
     values = yaml.safe_load(CI_FILES["extra-mounts"].read_text())
-    manifests = helm.template(values)
+    manifests = render_form(helm, example_chart, values, form)
     container = gateway_container(manifests)
     env = {e["name"]: e for e in container["env"]}
     assert env["JWKSGATE_EVENT_LOOP"] == {"name": "JWKSGATE_EVENT_LOOP", "value": "auto"}

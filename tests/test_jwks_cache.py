@@ -1,4 +1,4 @@
-"""The JWKS cache seen from outside (checklist K1-K10): rotation, kid-miss flooding, a JWKS that is
+"""The JWKS cache seen from outside: rotation, kid-miss flooding, a JWKS that is
 down, stale, hostile or redirecting, Cache-Control and ETag, and the metrics an operator watches.
 
 End to end through the gateway unless a test says otherwise; the JWKS server counts fetches and

@@ -247,7 +247,7 @@ async def test_prometheus_scrapes_the_admin_port(tmp_path: Path) -> None:
 
             await eventually(counted, "Prometheus counts the pushes")
 
-            # Exactly these series, with the labels contract §5 gives them.
+            # Exactly these series, with the labels docs/reference.md gives them.
             series = {
                 (s["metric"]["issuer"], s["metric"]["outcome"], s["metric"]["reason"]): float(
                     s["value"][1]

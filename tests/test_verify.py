@@ -1,6 +1,6 @@
 """Unit tests of the pure token decisions (gateway/verify.py) and of strict JSON (jsonstrict.py).
 
-Every failure is asserted by its exact reason code (contract §4): a check that rejects for the
+Every failure is asserted by its exact reason code (gateway/errors.py): a check that rejects for the
 wrong reason sends the sender the wrong advice and the operator to the wrong dashboard panel.
 Tokens are assembled segment by segment here, since none of these functions verifies a signature.
 """
@@ -436,7 +436,7 @@ def test_iss_that_no_issuer_has_is_unknown_issuer(iss: str) -> None:
 
 @pytest.mark.parametrize("iss", [123, None, True, ["https://orders.test"], {"a": 1}])
 def test_iss_that_is_not_a_string_is_bad_issuer(iss: Any) -> None:
-    # README "Where this differs from the contract": a non-string iss is bad_issuer.
+    # A non-string iss is bad_issuer (not unknown_issuer): the sender's token is wrong.
     rejects("bad_issuer", route, candidates(ALL, "/orders/1"), ALL, {"iss": iss})
     rejects("bad_issuer", route, [ORDERS], (ORDERS,), {"iss": iss})
 

