@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -336,11 +335,6 @@ async def soak(store: str, load: Load) -> dict[str, Any]:
 
 
 async def cli(stores: list[str], load: Load) -> int:
-    # SIGTERM (a timeout, a lead stopping the run) unwinds like Ctrl-C: the gateway, backend,
-    # JWKS and Redis processes and the signers are stopped, not left behind.
-    this = asyncio.current_task()
-    assert this is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, this.cancel)
     failed = False
     for store in stores:
         result = await soak(store, load)
