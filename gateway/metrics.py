@@ -8,6 +8,7 @@ request (a kid, an iss, a path) ever becomes a label value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -274,6 +275,18 @@ class Metrics:
         self.jwks_refetch_suppressed.labels(issuer=name)
         for cause in AMBIGUOUS_CAUSES:
             self.ambiguous_deliveries.labels(issuer=name, cause=cause)
+
+    def remove_issuer(self, name: str) -> None:
+        """Drop the per-issuer gauges of an issuer a reload removed: a stale ``issuer_ready 0``
+        or JWKS age would keep its alerts firing for an issuer that no longer exists. Counters
+        stay (a rate over them just ends). With ``workers > 1`` the values live in
+        prometheus-client's multiprocess files, which cannot drop a series: they go with the
+        restart that a change of workers needs anyway."""
+        if getattr(_values.ValueClass, "_multiprocess", False):
+            return
+        for gauge in (self.jwks_keys, self.issuer_ready, self.jwks_age, self.jwks_last_success):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

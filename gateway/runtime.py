@@ -158,6 +158,8 @@ class Runtimes:
                 del self._refreshers[name]
         for cache in (*fresh, *adopted):
             self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
+        for name in old.caches.keys() - caches.keys():
+            self.metrics.remove_issuer(name)
         if not same_upstream:
             grace = (
                 old.config.limits.body_timeout_seconds
