@@ -286,6 +286,7 @@ class JwksCache:
         self._etag, self._etag_url = old._etag, old._etag_url
         self.last_attempt, self.last_failed = old.last_attempt, old.last_failed
         self.last_error, self.failures = old.last_error, old.failures
+        self.tried = old.tried  # startup's first fetch of this key source was tried already
         self.refresh_after = min(old.refresh_after, self.cfg.ttl_seconds)
         name = self.issuer.name
         self._metrics.jwks_keys.labels(issuer=name).set(len(keyset.all_keys))
