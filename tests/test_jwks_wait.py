@@ -171,3 +171,13 @@ async def test_forged_tokens_waiting_for_a_stalled_jwks_host_leave_slots_for_val
         assert len(lines) == 1
         assert "issuer sender" in lines[0] and refused_metric in lines[0]
         assert all(r.name == "jwksgate.keys" for r in records if WAITING_LOG in r.getMessage())
+
+
+@pytest.mark.parametrize(
+    ("max_inflight", "jwt_issuers", "each"),
+    [(1024, 1, 128), (1024, 10, 12), (32, 2, 2), (8, 2, 1), (8, 0, 1), (1, 50, 1)],
+)
+def test_refetch_waiters_is_an_eighth_of_the_slots_shared_by_the_jwt_issuers(
+    max_inflight: int, jwt_issuers: int, each: int
+) -> None:
+    assert refetch_waiters(LimitsConfig(max_inflight=max_inflight), jwt_issuers) == each
