@@ -168,6 +168,13 @@ class Metrics:
             ["issuer"],
             registry=r,
         )
+        self.jwks_waits_refused = Counter(
+            "jwksgate_jwks_waits_refused",
+            "Requests answered 503 jwks_unavailable at once: enough already wait for the"
+            " issuer's JWKS fetch.",
+            ["issuer"],
+            registry=r,
+        )
         self.kidless_attempts = Counter(
             "jwksgate_kidless_verify_attempts",
             "Signature checks spent on tokens without kid (require_kid: false).",
@@ -273,6 +280,7 @@ class Metrics:
         for result in ("success", "failure", "not_modified"):
             self.jwks_fetches.labels(issuer=name, result=result)
         self.jwks_refetch_suppressed.labels(issuer=name)
+        self.jwks_waits_refused.labels(issuer=name)
         for cause in AMBIGUOUS_CAUSES:
             self.ambiguous_deliveries.labels(issuer=name, cause=cause)
 
