@@ -943,7 +943,7 @@ _PROVIDER_CLASSES: dict[str, type[ProviderConfig]] = {
     "shopify": ShopifyConfig,
     "gitlab": GitLabConfig,
 }
-# Providers that sign a timestamp (a window) and those that do not (a remembered delivery id).
+# Providers that sign a timestamp (a window) and those that do not (a remembered body hash or id).
 _TIMESTAMPED = ("stripe", "slack")
 # The replay window of an id-only provider. Every delivered id stays in the replay store for the
 # whole window, so the window is what bounds the store: the memory store holds ``max_entries``,
