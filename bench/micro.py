@@ -2,8 +2,8 @@
 
 ``python -m bench.micro --iterations N`` prints one JSON object of microseconds per call, made with
 the benchmark's own keys, tokens and config, through the gateway's own functions in the order of
-a request. It is what the end-to-end difference jwksgate - baseline is made of, without the
-event loop.
+a request: what the verification part of jwksgate's cost per request is made of, without the
+event loop. Not part of ``bench/run``.
 """
 
 from __future__ import annotations
@@ -42,26 +42,24 @@ def _per_call(fn: Callable[[], object], iterations: int) -> float:
 
 
 def measure(out: Path, iterations: int) -> dict[str, Any]:
+    from bench import setups
     from bench import tokens as tk
-    from bench.main import Cell, Env, Options, Server, proxy_config
 
     keys = tk.ensure_keys(out)
     body = tk.body_of_size(1024)
     path = tk.ensure_tokens(out, keys, "RS256", body, 200, 1)
     token = path.read_text().splitlines()[0]
-    env = Env(
-        opts=Options(),
+    ctx = setups.Context(
+        out=out,
         keys=keys,
-        upstream_url="http://127.0.0.1:9",
+        backend_port=9,
         jwks_url="http://127.0.0.1:9/jwks.json",
-        redis_url=None,
-        body_files={},
-        token_files={},
-        pool_size={},
+        jwks_https_url="https://127.0.0.1:9/jwks.json",
+        ca_file=out / "ca.pem",
+        public_key=out / "key.pem",
     )
-    cfg = parse_config(
-        proxy_config(env, Cell("micro", 1024, 1, [], []), Server("j", "jwksgate"), 1, 2)
-    )
+    spec = next(s for s in setups.SPECS if s.name == "jwksgate")
+    cfg = parse_config(setups.jwksgate_config(ctx, spec, 1, 2, None))
     issuer = cfg.issuers[0]
     keyset, dropped = parse_jwks(keys.jwks, issuer.algorithms, 100)
     assert not dropped

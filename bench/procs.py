@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ __all__ = [
     "Proc",
     "cpu_busy_ticks",
     "free_port",
+    "run_quiet",
     "start",
     "start_redis",
     "wait_http_ok",
@@ -31,21 +33,32 @@ ROOT = Path(__file__).resolve().parent.parent
 # (see bench.main.snapshot), so that edits to the work tree during a run change nothing.
 CODE_DIR = ROOT
 _FORBIDDEN_PORTS = frozenset({8080})
+_PORTS = (20000, 32767)
+_GIVEN: set[int] = set()  # ports handed out by this process: never twice
 
 
 def free_port() -> int:
-    """A free loopback port (never 8080)."""
+    """A free loopback port below the kernel's ephemeral range (20000-32767, never 8080), so
+    that the port a child is told to bind is not taken meanwhile by some outgoing connection."""
     while True:
+        port = random.randint(_PORTS[0], _PORTS[1])
+        if port in _FORBIDDEN_PORTS or port in _GIVEN:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _FORBIDDEN_PORTS:
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
 
 
-def wait_port(port: int, limit: float = 20.0) -> None:
+def wait_port(port: int, limit: float = 30.0, proc: Proc | None = None) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            tail = proc.log.read_text(errors="replace")[-1500:] if proc.log.exists() else ""
+            raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}: {tail}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -169,18 +182,24 @@ def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
     return Proc(name=name, popen=popen, log=log)
 
 
-def start_redis(logdir: Path) -> tuple[Proc, int]:
+def run_quiet(cmd: list[str]) -> str:
+    """Run ``cmd``; "" when it exits 0, else its output (for an error message)."""
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    return "" if res.returncode == 0 else (res.stdout + res.stderr)[-2000:]
+
+
+def start_redis(logdir: Path, name: str = "redis") -> tuple[Proc, int]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (bench/run installs it with apt)")
     port = free_port()
-    workdir = logdir / "redis"
+    workdir = logdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     proc = start(
-        "redis",
+        name,
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
         logdir,
     )  # fmt: skip
-    wait_port(port)
+    wait_port(port, proc=proc)
     return proc, port

@@ -2,16 +2,20 @@
 
 Each line is ``frame;frame;...;leaf count`` with frames like ``handle (gateway/app.py:180)``.
 Self time is the leaf frame's; inclusive time counts a function once per sample it appears in.
+
+``python -m bench.profile RAW`` prints the summary of a profile recorded by hand, e.g. with
+``py-spy record --pid <jwksgate pid> --format raw --output RAW`` while ``bench/run`` loads it.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Profile", "categorise", "load_profile", "render_profile"]
+__all__ = ["Profile", "categorise", "load_profile", "main", "render_profile"]
 
 _FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _SITE_RE = re.compile(r".*/(?:site-packages|lib/python3\.\d+)/")
@@ -165,3 +169,16 @@ def render_profile(prof: Profile, top: int = 20) -> str:
     gw = [(k, v) for k, v in prof.inclusive.most_common() if "(gateway/" in k][:top]
     lines += [f"| `{k}` | {pct(v)} |" for k, v in gw]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.profile RAW_PROFILE", file=sys.stderr)
+        return 2
+    print(render_profile(load_profile(Path(args[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,10 @@
 """The benchmark's helper servers, each run as its own process on loopback.
 
 - ``python -m bench.servers upstream --port N``: the fast backend, 200 with a tiny body for any
-  request (the body is read, as a real backend would);
-- ``python -m bench.servers jwks --port N --file F``: serves the JWKS document in ``F``.
+  request (the body is read, as a real backend would); a request to ``/echo`` is answered with
+  the request's headers as a JSON object instead, so that the checks see what reached it;
+- ``python -m bench.servers jwks --port N --file F [--tls-port M --cert C --key K]``: serves the
+  JWKS document in ``F`` at ``/jwks.json`` over http, and over https on ``M`` when given.
 
 Both run until SIGTERM/SIGINT.
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +38,9 @@ async def _until_signal() -> None:
 async def upstream(port: int) -> None:
     async def handler(request: web.BaseRequest) -> web.Response:
         await request.read()
+        if request.raw_path.startswith("/echo"):
+            seen = json.dumps(dict(request.headers.items())).encode()
+            return web.Response(body=seen, content_type="application/json")
         return web.Response(body=UPSTREAM_BODY, content_type="application/json")
 
     server = web.Server(handler, access_log=None)
@@ -46,7 +53,9 @@ async def upstream(port: int) -> None:
         await server.shutdown(1.0)
 
 
-async def jwks(port: int, document: bytes) -> None:
+async def jwks(
+    port: int, document: bytes, tls_port: int | None, tls: ssl.SSLContext | None
+) -> None:
     async def handler(_: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
 
@@ -55,6 +64,8 @@ async def jwks(port: int, document: bytes) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    if tls_port is not None and tls is not None:
+        await web.TCPSite(runner, "127.0.0.1", tls_port, ssl_context=tls).start()
     try:
         await _until_signal()
     finally:
@@ -66,13 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kind", choices=("upstream", "jwks"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--file", type=Path)
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--cert", type=Path)
+    parser.add_argument("--key", type=Path)
     args = parser.parse_args(argv)
     if args.kind == "upstream":
         asyncio.run(upstream(args.port))
     else:
         if args.file is None:
             parser.error("jwks needs --file")
-        asyncio.run(jwks(args.port, args.file.read_bytes()))
+        tls = None
+        if args.tls_port is not None:
+            if args.cert is None or args.key is None:
+                parser.error("--tls-port needs --cert and --key")
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(args.cert, args.key)
+        asyncio.run(jwks(args.port, args.file.read_bytes(), args.tls_port, tls))
     return 0
 
 

@@ -25,15 +25,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 __all__ = [
+    "AUDIENCE",
     "ISSUER",
     "MAX_TOKEN_AGE_SECONDS",
+    "SUBJECT",
     "Keys",
     "body_of_size",
     "ensure_keys",
     "ensure_tokens",
+    "public_pem",
+    "sign_token",
 ]
 
 ISSUER = "https://bench.example"
+AUDIENCE = "bench-backend"
+SUBJECT = "bench-sender"
 # The bench config's max_token_age_seconds / max_lifetime_seconds: cached tokens stay valid.
 MAX_TOKEN_AGE_SECONDS = 7 * 86400
 # A cached token file is reused while its tokens are younger than this.
@@ -123,28 +129,62 @@ def _init_worker(alg: str, pem: bytes, kid: str, body_sha256: str, iat: int, non
     )  # fmt: skip
 
 
+def _sign(alg: str, key: Any, signing_input: str) -> str:
+    data = signing_input.encode("ascii")
+    if alg == "RS256":
+        sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, t = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + t.to_bytes(32, "big")
+    return f"{signing_input}.{_b64(sig)}"
+
+
+def _claims(iat: int, jti: str, body_sha256: str) -> dict[str, Any]:
+    return {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": SUBJECT,
+        "iat": iat,
+        "exp": iat + MAX_TOKEN_AGE_SECONDS - 60,
+        "jti": jti,
+        "request_body_sha256": body_sha256,
+    }
+
+
+def sign_token(keys: Keys, body: bytes, alg: str = "RS256", **overrides: Any) -> str:
+    """One token for ``body`` with a fresh jti; ``overrides`` replace claims (None drops one)."""
+    claims = _claims(int(time.time()), secrets.token_hex(12), hashlib.sha256(body).hexdigest())
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    pem = keys.rsa_pem if alg == "RS256" else keys.ec_pem
+    key = serialization.load_pem_private_key(pem, password=None)
+    header = {"alg": alg, "typ": "JWT", "kid": keys.kids[alg]}
+    head = _b64(json.dumps(header, separators=(",", ":")).encode())
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return _sign(alg, key, f"{head}.{payload}")
+
+
+def public_pem(keys: Keys) -> bytes:
+    """The RSA public key as a PEM SubjectPublicKeyInfo (what HAProxy's jwt_verify reads)."""
+    key = serialization.load_pem_private_key(keys.rsa_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _sign_chunk(bounds: tuple[int, int]) -> list[str]:
     start, stop = bounds
     s = _signer
     key = s["key"]
     lines = []
     for i in range(start, stop):
-        claims = {
-            "iss": ISSUER,
-            "sub": "bench-sender",
-            "iat": s["iat"],
-            "exp": s["iat"] + MAX_TOKEN_AGE_SECONDS - 60,
-            "jti": f"{s['nonce']}-{i}",
-            "request_body_sha256": s["body_sha256"],
-        }
-        signing_input = f"{s['header']}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
-        data = signing_input.encode("ascii")
-        if s["alg"] == "RS256":
-            sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            r, t = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-            sig = r.to_bytes(32, "big") + t.to_bytes(32, "big")
-        lines.append(f"{signing_input}.{_b64(sig)}")
+        claims = _claims(s["iat"], f"{s['nonce']}-{i}", s["body_sha256"])
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        lines.append(_sign(s["alg"], key, f"{s['header']}.{payload}"))
     return lines
 
 
@@ -159,7 +199,7 @@ def ensure_tokens(
     """A file of at least ``count`` unique tokens (one a line) for ``body``; cached and reused
     while fresh. Tokens carry a random jti prefix: two files never share a jti."""
     kid = keys.kids[alg]
-    path = out / f"tokens-{alg}-{len(body)}-{kid[:8]}.txt"
+    path = out / f"tokens-v2-{alg}-{len(body)}-{kid[:8]}.txt"  # v2: with aud
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())

@@ -2,7 +2,8 @@
 
 ``check_request`` is pure (the request target, the header bytes, the declared length);
 ``Admission`` holds the process-wide bounds (draining, requests in flight, and among them the
-requests waiting for a body before their credential can be checked).
+requests waiting for a body before their credential can be checked). ``refetch_waiters`` bounds,
+per issuer, the requests that wait for a JWKS refetch (counted by ``jwks_cache``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from dataclasses import dataclass, field
 from gateway.config import LimitsConfig
 from gateway.errors import Rejection
 
-__all__ = ["Admission", "check_request", "origin_form", "route_path", "unverified_cap"]
+__all__ = [
+    "Admission",
+    "check_request",
+    "origin_form",
+    "refetch_waiters",
+    "route_path",
+    "unverified_cap",
+]
+
 
 # A dot segment in any escaped form, also when ";params" follow it: servlet containers strip
 # the parameters of each segment and then resolve "..;x" as "..".
@@ -92,6 +101,16 @@ def issuer_share(cap: int, body_signed_issuers: int) -> int:
     sent to one issuer's path (anyone can forge a signature header of the right shape) then
     fill only that issuer's share and never refuse another issuer's valid push."""
     return max(1, cap // max(1, body_signed_issuers))
+
+
+def refetch_waiters(limits: LimitsConfig, jwt_issuers: int) -> int:
+    """How many requests of one JWT issuer may wait for its JWKS refetch, each holding a
+    ``max_inflight`` slot for up to ``jwks.timeout_seconds``: an eighth of ``max_inflight``,
+    shared evenly by the JWT issuers, at least one each. Anyone can send a token with an
+    issuer's iss and a kid it never had; beyond these, such requests are answered 503
+    ``jwks_unavailable`` at once (a sender that really rotated retries once the fetch is done),
+    so forged tokens never hold more than this share of the slots, whatever the key hosts do."""
+    return max(1, limits.max_inflight // (8 * max(1, jwt_issuers)))
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The one renderer of the gateway's own answers (as opposed to the backend's, relayed as is).
 
 An answer is the reason's status, a JSON body ``{"error", "detail"}``, ``WWW-Authenticate`` on
-401, ``Retry-After`` on 503 and the request id; the same bytes whether aiohttp sends it
+401, ``Retry-After`` on 503 and ``X-Request-Id`` (always: it names the answer's access line); the
+same bytes whether aiohttp sends it
 (``web_answer``) or the connection guard writes it to a socket aiohttp never saw
 (``raw_answer``).
 """
@@ -67,6 +68,8 @@ def raw_answer(r: Rejection, request_id: str | None = None) -> bytes:
     return head.encode() + body
 
 
-def echo_answer(text: str) -> web.Response:
+def echo_answer(text: str, request_id: str) -> web.Response:
     """An ownership handshake's answer: the challenge, as plain text the browser won't sniff."""
-    return web.Response(text=text, headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=text, headers={"X-Content-Type-Options": "nosniff", "X-Request-Id": request_id}
+    )

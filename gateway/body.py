@@ -21,6 +21,13 @@ __all__ = ["read_body"]
 async def read_body(request: web.BaseRequest, started: float, limits: LimitsConfig) -> bytes:
     """The whole body; ``started`` is the request's ``time.perf_counter()`` at arrival."""
     limit = limits.max_body_bytes
+    content = request.content
+    if content.is_eof() and "Expect" not in request.headers:
+        # The whole body came with the headers (the usual small push): no wait, no timer.
+        body_now = content.read_nowait()
+        if len(body_now) > limit:
+            raise Rejection("body_too_large", f"the body exceeds {limit} bytes")
+        return body_now
     remaining = limits.body_timeout_seconds - (time.perf_counter() - started)
     body = bytearray()
     try:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from gateway import __version__, eventloop
-from gateway.admission import unverified_cap
+from gateway.admission import refetch_waiters, unverified_cap
 from gateway.bind import BindError
-from gateway.config import Config, IssuerConfig, load_config
+from gateway.config import Config, IssuerConfig, TokenFromConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.providers import ProviderConfig, SlackConfig, StripeConfig
@@ -25,6 +25,7 @@ __all__ = ["build_parser", "main", "summary"]
 def summary(config: Config) -> str:
     """The one-screen summary printed by ``check-config``: effective values, issuer by issuer."""
     lim = config.limits
+    jwt = sum(1 for i in config.issuers if i.type == "jwt")
     lines = [
         f"listen {config.listen}  admin {config.admin_listen}  workers {config.workers}"
         f"  tls {'on' if config.tls else 'off'}",
@@ -44,6 +45,9 @@ def summary(config: Config) -> str:
             if config.forward.preserve_headers
             else ""
         ),
+        f"readiness {config.readiness}"
+        f"  awaiting a JWKS refetch <= {refetch_waiters(lim, jwt)} per JWT issuer"
+        f" (<= {refetch_waiters(lim, jwt) * jwt} of {lim.max_inflight} in flight)",
         f"issuers ({len(config.issuers)}):",
     ]
     for i in config.issuers:
@@ -63,6 +67,16 @@ def _provider_line(p: ProviderConfig, max_entries: int) -> str:
     # many deliveries a second it takes, sustained, before it answers replay_store_full.
     rate = max_entries / p.dedupe_seconds
     return line + f"  dedupe {p.dedupe_seconds:g}s (memory store: <= {rate:.3g}/s sustained)"
+
+
+def _token_from(tf: TokenFromConfig) -> str:
+    """Where a JWT issuer's token is read: ``header Authorization scheme Bearer``, ``header
+    X-Token (whole value)`` or ``query access_token``; and whether it is forwarded."""
+    if tf.query is not None:
+        where = f"query {tf.query}"
+    else:
+        where = f"header {tf.header} " + (f"scheme {tf.scheme}" if tf.scheme else "(whole value)")
+    return where + ("  keep_token true" if tf.keep_token else "")
 
 
 def _issuer_lines(i: IssuerConfig, max_entries: int) -> list[str]:
@@ -101,6 +115,7 @@ def _issuer_lines(i: IssuerConfig, max_entries: int) -> list[str]:
         f"  max lifetime {i.max_lifetime_seconds:g}s"
         f"  require {','.join(i.require_claims) or '-'}",
         f"      replay key {i.replay_key}  body hash {body}",
+        f"      token_from {_token_from(i.token_from)}",
         forward,
     ]
 

@@ -1,9 +1,11 @@
-"""The event loop the gateway runs on: asyncio's own, or uvloop (the ``fast`` extra) on request.
+"""The event loop the gateway runs on: uvloop when it is installed (the ``fast`` extra), else
+asyncio's own.
 
-``JWKSGATE_EVENT_LOOP``: ``asyncio`` (the default), ``uvloop`` (an error if it is not installed:
-``pip install 'jwksgate[fast]'``) or ``auto`` (uvloop when installed, else asyncio). uvloop cut the
-proxy's CPU per request by about a tenth in ``bench/``; it is opt-in so that installing it in an
-environment never changes a running gateway by surprise.
+``JWKSGATE_EVENT_LOOP``: ``auto`` (the default: uvloop when installed, else asyncio), ``asyncio``
+(asyncio's own loop even when uvloop is installed) or ``uvloop`` (an error if it is not installed:
+``pip install 'jwksgate[fast]'``). uvloop cut jwksgate's CPU per request by 7-12 % in ``bench/``
+(bench/RESULTS.md) and again in the interleaved runs of the hot-path work; ``asyncio`` is the
+way back should a uvloop release misbehave.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def loop_factory(value: str | None = None) -> LoopFactory | None:
 
     Raises ``ConfigError`` for an unknown value, or for ``uvloop`` when it is not installed.
     """
-    choice = (os.environ.get(ENV, "") if value is None else value).strip().lower() or "asyncio"
+    choice = (os.environ.get(ENV, "") if value is None else value).strip().lower() or "auto"
     if choice not in CHOICES:
         raise ConfigError([f"{ENV}: must be one of {', '.join(CHOICES)} (not {choice[:20]!r})"])
     if choice == "asyncio":

@@ -1,8 +1,9 @@
 """The key set of one issuer, kept fresh: first fetch at startup, refresh every TTL (or
 ``Cache-Control: max-age``), a rate-limited refetch when a token names an unknown kid or a
-kid-less token verifies with no key (concurrent callers share one fetch), and the last good set
-kept up to ``max_stale_seconds`` while fetching fails, and across a config reload that keeps the
-issuer's key source (``adopt``).
+kid-less token verifies with no key (concurrent callers share one fetch, at most
+``max_waiters`` of them: the rest are answered 503 at once), and the last good set kept up to
+``max_stale_seconds`` while fetching fails, and across a config reload that keeps the issuer's key
+source (``adopt``).
 
 Which keys may check a token is ``jwks.select_keys``; downloading is ``jwks_fetch.Fetcher``.
 """
@@ -17,7 +18,8 @@ from collections.abc import Callable
 
 import aiohttp
 
-from gateway.config import IssuerConfig
+from gateway.admission import refetch_waiters
+from gateway.config import IssuerConfig, LimitsConfig
 from gateway.errors import Rejection
 from gateway.jwks import JwksError, KeySet, VerifyKey, cache_lifetime, parse_jwks, select_keys
 from gateway.jwks_fetch import Fetcher
@@ -66,6 +68,12 @@ class JwksCache:
         # The last good document as fetched: a reload re-parses it under the new settings.
         self._document: bytes | None = None
         self._inflight: asyncio.Task[None] | None = None
+        # Requests waiting for a refetch (``_refetch_if_allowed``), at most ``max_waiters``
+        # (``admission.refetch_waiters``, set again by every runtime that uses this cache), and
+        # the fetch whose overflow was last logged (one line per fetch, however many are refused).
+        self.max_waiters = refetch_waiters(LimitsConfig(), 1)
+        self._waiters = 0
+        self._overflow_logged: asyncio.Task[None] | None = None
 
     # -- state ------------------------------------------------------------------------------
     def current(self) -> KeySet | None:
@@ -138,13 +146,43 @@ class JwksCache:
         )
 
     async def _refetch_if_allowed(self) -> None:
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
-            return
-        if self._clock() - self.last_attempt < self.cfg.min_refresh_interval_seconds:
+        """Join (or start) a refetch for a token the keys at hand cannot check. Returns at once
+        when the interval forbids one; 503 ``jwks_unavailable`` at once when ``max_waiters``
+        requests already wait for it."""
+        since = self._clock() - self.last_attempt
+        if self._inflight is None and since < self.cfg.min_refresh_interval_seconds:
             self._metrics.jwks_refetch_suppressed.labels(issuer=self.issuer.name).inc()
             return
-        await self.refresh()
+        if self._waiters >= self.max_waiters:
+            raise self._too_many_waiting()
+        self._waiters += 1
+        try:
+            await self.refresh()
+        finally:
+            self._waiters -= 1
+
+    def _too_many_waiting(self) -> Rejection:
+        name = self.issuer.name
+        self._metrics.jwks_waits_refused.labels(issuer=name).inc()
+        if self._inflight is not None and self._overflow_logged is not self._inflight:
+            self._overflow_logged = self._inflight
+            log.warning(
+                "issuer %s: %d requests already wait for its JWKS fetch; more tokens that the"
+                " keys at hand cannot check are answered 503 jwks_unavailable until it ends"
+                " (logged once per fetch; counted in jwksgate_jwks_waits_refused_total)",
+                name,
+                self._waiters,
+            )
+        # The fetch ends within its timeout (two requests with discovery): then a sender that
+        # rotated finds its new kid, and a retry is the right answer sooner than the interval.
+        fetch_bound = self.cfg.timeout_seconds * (2 if self.issuer.discovery_url else 1)
+        wait = min(fetch_bound, self.cfg.min_refresh_interval_seconds)
+        wait -= self._clock() - self.last_attempt
+        return Rejection(
+            "jwks_unavailable",
+            "the issuer's key set is being fetched; retry shortly",
+            retry_after=max(1, math.ceil(wait)),
+        )
 
     # -- fetching ---------------------------------------------------------------------------
     async def refresh(self) -> None:

@@ -1,49 +1,179 @@
-"""Logging: one JSON line per request outcome on stdout; operational messages on stderr.
+"""Logging: one JSON object per line, one schema, one stream (stdout).
 
-Never the token, never the body: a request is identified by its request id and the SHA-256 of its
-replay key. Untrusted strings (a kid, a path) are truncated and JSON-escaped.
+Access lines (one per request outcome) and application lines (startup, JWKS fetches, warnings)
+share the field names of the Elastic Common Schema, as flat dotted keys: ``@timestamp`` (RFC 3339,
+UTC, milliseconds), ``log.level``, ``log.logger``, ``message``, ``ecs.version``; access lines add
+``http.*``, ``url.path``, ``client.ip``, ``event.*`` and ``jwksgate.*`` (docs/operating.md lists
+them all). Never the token, never a header value, never the body: a request is identified by its
+request id and the SHA-256 of its replay key. Untrusted strings (a kid, a path) are truncated and
+JSON-escaped.
+
+The stream handler writes whole lines with ``os.write``, batched per event-loop iteration and cut
+at line boundaries into pieces no larger than ``PIPE_BUF``, so that several workers sharing one
+stdout pipe never interleave inside a line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["AccessLog", "configure_logging"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "ECS_VERSION",
+    "AccessLog",
+    "clip",
+    "configure_logging",
+    "rfc3339",
+]
+
+ACCESS_LOGGER = "jwksgate.access"
+ECS_VERSION = "8.11.0"
+# Writes to a pipe up to this size are atomic (POSIX guarantees at least 512; Linux has 4096).
+_ATOMIC_WRITE = 4096
+
+_second: list[Any] = [None, ""]
 
 
-class _JsonFormatter(logging.Formatter):
+def rfc3339(t: float) -> str:
+    """``t`` (Unix seconds) as RFC 3339 UTC with milliseconds: ``2026-12-03T15:13:54.123Z``."""
+    whole = int(t)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
+
+
+def dumps(line: dict[str, Any]) -> str:
+    return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
+
+
+class _EcsFormatter(logging.Formatter):
+    """Application records as ECS lines; access records arrive rendered and pass as they are."""
+
     def format(self, record: logging.LogRecord) -> str:
+        if record.name == ACCESS_LOGGER and not record.args:
+            return str(record.msg)
         line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "@timestamp": rfc3339(record.created),
+            "log.level": record.levelname.lower(),
+            "log.logger": record.name,
+            "message": record.getMessage(),
+            "ecs.version": ECS_VERSION,
         }
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=True)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            line["error.type"] = type(exc).__name__
+            line["error.message"] = str(exc)[:1024]
+            line["error.stack_trace"] = self.formatException(record.exc_info)
+        return dumps(line)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Levels and operational messages go to stderr as JSON; access lines to stdout."""
+class _LineHandler(logging.Handler):
+    """Formatted lines to a file descriptor: queued, then written once per event-loop iteration
+    (at once when no loop runs), in whole-line pieces of at most ``_ATOMIC_WRITE`` bytes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self._pending: list[bytes] = []
+        # The loop a flush is scheduled on; None when none is.
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(data)
+        if self._scheduled is not None and not self._scheduled.is_closed():
+            return  # a flush is due on this loop (asking for the running loop costs a getpid)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # another thread, or no loop (startup, shutdown): write now
+            return
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._scheduled = None
+            pending, self._pending = self._pending, []
+            if pending:
+                self._write(pending)
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def _write(self, pending: list[bytes]) -> None:
+        try:
+            # Anything printed through sys.stdout goes first, to keep the order.
+            self.stream.flush()
+            fd = self.stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            # No descriptor behind the stream (a test's capture): through the stream itself.
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(b"".join(pending).decode("utf-8"))
+                self.stream.flush()
+            return
+        piece: list[bytes] = []
+        size = 0
+        for data in pending:
+            if piece and size + len(data) > _ATOMIC_WRITE:
+                _write_all(fd, b"".join(piece))
+                piece, size = [], 0
+            piece.append(data)
+            size += len(data)
+        if piece:
+            _write_all(fd, b"".join(piece))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return  # stdout went away: logging must never take the gateway down
+        view = view[written:]
+
+
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Every line, access and application, to stdout in the one ECS schema."""
+    # The records' process, thread and caller fields are never shown: skip collecting them
+    # (the "Optimization" advice of the logging HOWTO; each costs a system call or a frame walk).
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     root = logging.getLogger("jwksgate")
     root.setLevel(level)
+    for h in root.handlers:
+        h.flush()
     root.handlers.clear()
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(_JsonFormatter())
-    root.addHandler(err)
+    handler = _LineHandler(stream or sys.stdout)
+    handler.setFormatter(_EcsFormatter())
+    root.addHandler(handler)
     root.propagate = False
-    access = logging.getLogger("jwksgate.access")
+    access = logging.getLogger(ACCESS_LOGGER)
     access.handlers.clear()
-    out = logging.StreamHandler(sys.stdout)
-    out.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(out)
-    access.propagate = False
+    # Access lines reach the one handler through the parent logger.
+    access.propagate = True
 
 
 def clip(value: str | None, limit: int = 128) -> str | None:
@@ -53,17 +183,20 @@ def clip(value: str | None, limit: int = 128) -> str | None:
 class AccessLog:
     """Writes the per-outcome line. Rejection floods are sampled here, never in the metrics:
     beyond ``max_rejections_per_second`` rejected lines a second, the rest are counted and the
-    count is reported on the next line written."""
+    count is reported on the next line written (``jwksgate.suppressed_before``)."""
 
     def __init__(
         self, max_rejections_per_second: int = 100, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._log = logging.getLogger("jwksgate.access")
+        self._log = logging.getLogger(ACCESS_LOGGER)
         self._clock = clock
         self._limit = max_rejections_per_second
         self._window = 0
         self._in_window = 0
         self._suppressed = 0
+
+    def enabled(self) -> bool:
+        return self._log.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict[str, Any], rejected: bool) -> None:
         if not self._log.isEnabledFor(logging.INFO):
@@ -77,6 +210,6 @@ class AccessLog:
                 self._suppressed += 1
                 return
         if self._suppressed:
-            fields["suppressed_before"] = self._suppressed
+            fields["jwksgate.suppressed_before"] = self._suppressed
             self._suppressed = 0
-        self._log.info(json.dumps(fields, ensure_ascii=True, separators=(",", ":")))
+        self._log.info(dumps(fields))

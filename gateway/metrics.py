@@ -8,6 +8,8 @@ request (a kid, an iss, a path) ever becomes a label value.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable
 
 import prometheus_client
@@ -18,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import values as _values
 
 from gateway import __version__
 
@@ -27,6 +30,28 @@ __all__ = ["CONTENT_TYPE", "Metrics", "status_class"]
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+
+class _Pid:
+    """The process id, read once and again after a fork: prometheus-client's multiprocess
+    values call their process identifier on every inc/set/observe to notice a fork (about 8
+    ``getpid`` system calls per request); a fork is noticed here instead."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self.refresh)
+
+    def refresh(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+
+if getattr(_values.ValueClass, "_multiprocess", False):
+    # Multiprocess mode (workers > 1): chosen by prometheus-client at import from
+    # PROMETHEUS_MULTIPROC_DIR, before any metric exists; same files, same pid, fewer calls.
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_Pid())  # type: ignore[no-untyped-call]
 
 # Verification itself is tens of microseconds; a forwarded request is dominated by the backend.
 REQUEST_BUCKETS = (
@@ -57,6 +82,7 @@ class Metrics:
     def __init__(self, issuers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._upstream_children: dict[str, Histogram] = {}
         r = self.registry
         self.requests = Counter(
             "jwksgate_requests",
@@ -139,6 +165,13 @@ class Metrics:
         self.jwks_refetch_suppressed = Counter(
             "jwksgate_jwks_refetches_suppressed",
             "Unknown-kid refetches refused by min_refresh_interval_seconds.",
+            ["issuer"],
+            registry=r,
+        )
+        self.jwks_waits_refused = Counter(
+            "jwksgate_jwks_waits_refused",
+            "Requests answered 503 jwks_unavailable at once: enough already wait for the"
+            " issuer's JWKS fetch.",
             ["issuer"],
             registry=r,
         )
@@ -229,6 +262,15 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_upstream(self, status: int | None, seconds: float) -> None:
+        """One backend answer's duration by status class (``None``: no answer at all); the
+        label children are cached like ``record_request``'s (at most six)."""
+        cls = "error" if status is None else status_class(status)
+        child = self._upstream_children.get(cls)
+        if child is None:
+            child = self._upstream_children[cls] = self.upstream_duration.labels(status_class=cls)
+        child.observe(seconds)
+
     def add_issuer(self, name: str) -> None:
         """Create the per-issuer series at zero so dashboards and alerts see them at once."""
         self.jwks_keys.labels(issuer=name).set(0)
@@ -238,8 +280,21 @@ class Metrics:
         for result in ("success", "failure", "not_modified"):
             self.jwks_fetches.labels(issuer=name, result=result)
         self.jwks_refetch_suppressed.labels(issuer=name)
+        self.jwks_waits_refused.labels(issuer=name)
         for cause in AMBIGUOUS_CAUSES:
             self.ambiguous_deliveries.labels(issuer=name, cause=cause)
+
+    def remove_issuer(self, name: str) -> None:
+        """Drop the per-issuer gauges of an issuer a reload removed: a stale ``issuer_ready 0``
+        or JWKS age would keep its alerts firing for an issuer that no longer exists. Counters
+        stay (a rate over them just ends). With ``workers > 1`` the values live in
+        prometheus-client's multiprocess files, which cannot drop a series: they go with the
+        restart that a change of workers needs anyway."""
+        if getattr(_values.ValueClass, "_multiprocess", False):
+            return
+        for gauge in (self.jwks_keys, self.issuer_ready, self.jwks_age, self.jwks_last_success):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -21,8 +22,8 @@ from gateway.authn import Verified
 from gateway.body import read_body
 from gateway.errors import Rejection
 from gateway.forward_headers import idempotency_key, upstream_headers
-from gateway.metrics import Metrics, status_class
-from gateway.replay import ReplayStore
+from gateway.metrics import Metrics
+from gateway.replay import MemoryReplayStore, ReplayStore
 from gateway.runtime import Runtime, Runtimes
 from gateway.token_from import forwarded_path
 from gateway.upstream import Sending
@@ -54,6 +55,16 @@ class Pipeline:
         self.recorder = recorder
         self.clock = clock
         self.proto = "https" if tls else "http"
+        # The memory store's operations never suspend, so a cancellation cannot cut them
+        # short: awaited directly, they need no shield (a task and two loop iterations each).
+        self._instant_store = type(store) is MemoryReplayStore
+
+    async def _settle(self, op: Coroutine[Any, Any, None]) -> None:
+        """Run a store operation to its end, whatever happens to the request meanwhile."""
+        if self._instant_store:
+            await op
+        else:
+            await asyncio.shield(op)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -94,7 +105,7 @@ class Pipeline:
         echo = handshake.challenge(owners, request.method, request.query)
         if echo is not None:
             attempt.issuer, attempt.handshake = echo[0].name, True
-            return echo_answer(echo[1])
+            return echo_answer(echo[1], attempt.request_id)
         authn = rt.authenticator(owners)
         query = request.raw_path.partition("?")[2]
         pending = await authn.authenticate(request.headers, path, self.clock(), query)
@@ -109,7 +120,7 @@ class Pipeline:
         verified = authn.verify_body(pending, body, self.clock())
         if verified.answer is not None:
             attempt.handshake = True
-            return echo_answer(verified.answer)
+            return echo_answer(verified.answer, attempt.request_id)
         key = verified.replay_key
         if key is not None:
             attempt.replay_key(key)
@@ -121,18 +132,16 @@ class Pipeline:
         if key is not None:
             # Shielded: a cancellation (the drain's grace) must not leave the key reserved.
             if up.status >= 500 or up.status in _NOT_TAKEN:
-                await asyncio.shield(self.store.release(key))
+                await self._settle(self.store.release(key))
             else:
-                await asyncio.shield(self.store.commit(key, verified.replay_ttl))
+                await self._settle(self.store.commit(key, verified.replay_ttl))
         try:
             # The backend's status line has arrived: whatever happens to the rest of its answer,
             # the push was taken and its key is never released from here on.
-            return await rt.upstream.relay(request, up)
+            return await rt.upstream.relay(request, up, attempt.request_id)
         finally:
             attempt.upstream_seconds = time.perf_counter() - up_started
-            self.metrics.upstream_duration.labels(status_class=status_class(up.status)).observe(
-                attempt.upstream_seconds
-            )
+            self.metrics.observe_upstream(up.status, attempt.upstream_seconds)
 
     async def _open(
         self,
@@ -175,10 +184,8 @@ class Pipeline:
             # off, a bug): the sender's retry of this very token must be accepted, on this
             # replica or another. Shielded, so that a cancellation cannot skip the release.
             if verified.replay_key is not None:
-                await asyncio.shield(self.store.release(verified.replay_key))
-            self.metrics.upstream_duration.labels(status_class="error").observe(
-                time.perf_counter() - up_started
-            )
+                await self._settle(self.store.release(verified.replay_key))
+            self.metrics.observe_upstream(None, time.perf_counter() - up_started)
             if sending.sent:
                 self._ambiguous(verified, attempt, ambiguity(e), headers.get(idem or "", ""))
             if isinstance(e, Rejection | asyncio.CancelledError) or not isinstance(e, Exception):

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from gateway import verify
+from gateway.admission import refetch_waiters
 from gateway.authn import Authenticator
 from gateway.authn.jwt import JwtAuthenticator, KeySource
 from gateway.authn.provider import ProviderAuthenticator
@@ -114,6 +115,9 @@ class Runtimes:
         self.metrics.kidless_attempts.labels(issuer=issuer).inc(tried)
 
     def _runtime(self, config: Config, caches: dict[str, JwksCache], up: Upstream) -> Runtime:
+        # Kept caches too: a reload may change max_inflight or the number of JWT issuers.
+        for cache in caches.values():
+            cache.max_waiters = refetch_waiters(config.limits, len(caches))
         return Runtime(
             config=config,
             caches=caches,
@@ -164,6 +168,8 @@ class Runtimes:
                 del self._refreshers[name]
         for cache in (*fresh, *adopted):
             self._refreshers[cache.issuer.name] = asyncio.ensure_future(cache.run(fetch_now=False))
+        for name in old.caches.keys() - caches.keys():
+            self.metrics.remove_issuer(name)
         if not same_upstream:
             grace = (
                 old.config.limits.body_timeout_seconds

@@ -20,7 +20,7 @@ from yarl import URL
 
 from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
-from gateway.forward_headers import response_headers
+from gateway.forward_headers import REQUEST_ID_HEADER, response_headers
 
 __all__ = ["Sending", "Upstream"]
 
@@ -28,6 +28,7 @@ log = logging.getLogger("jwksgate")
 
 # Responses up to this size are read whole (cheaper); larger or unsized ones are streamed.
 _BUFFERED_RESPONSE_BYTES = 256 * 1024
+_URL_CACHE_SIZE = 256
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class Upstream:
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
+        self._urls: dict[str, URL] = {}
         tls: ssl.SSLContext | bool = True
         if cfg.ca_file or cfg.client_cert_file:
             tls = ssl.create_default_context(cafile=cfg.ca_file)
@@ -73,6 +75,18 @@ class Upstream:
             raise_for_status=False,
         )
 
+    def _url(self, path_qs: str) -> URL:
+        # encoded=True: the path and query go out exactly as received; yarl would otherwise
+        # requote them (%7E -> ~, %c3 -> %C3). Parsed URLs are kept for the paths pushes
+        # usually reuse; the bound keeps a sender varying its query from growing the cache.
+        url = self._urls.get(path_qs)
+        if url is None:
+            url = URL(self.cfg.url + path_qs, encoded=True)
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path_qs] = url
+        return url
+
     async def open(
         self,
         method: str,
@@ -86,9 +100,7 @@ class Upstream:
         try:
             return await self.session.request(
                 method,
-                # encoded=True: the path and query go out exactly as received; yarl would
-                # otherwise requote them (%7E -> ~, %c3 -> %C3).
-                URL(self.cfg.url + path_qs, encoded=True),
+                self._url(path_qs),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
@@ -103,14 +115,16 @@ class Upstream:
             ) from None
 
     async def relay(
-        self, request: web.BaseRequest, up: aiohttp.ClientResponse
+        self, request: web.BaseRequest, up: aiohttp.ClientResponse, request_id: str
     ) -> web.StreamResponse:
-        """The backend's response, unchanged but for hop-by-hop headers.
+        """The backend's response, unchanged but for hop-by-hop headers and ``X-Request-Id``,
+        which is the gateway's (the id the backend was sent and the access line names).
 
         The backend's status stands whatever happens to the rest of its answer (it took the
         push): a body that breaks off or stalls is cut short on the sender's connection too.
         """
         headers = response_headers(up.headers)
+        headers[REQUEST_ID_HEADER] = request_id
         size = up.content_length
         resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
         if size is not None:

@@ -376,10 +376,11 @@ async def gateway_view(
     mismatches: list[str] = []
     for i, g in enumerate(r.replicas):
         since_start = 0
-        err = g.proc.logdir / f"{g.proc.name}.err"
-        for line in err.read_text(errors="replace").splitlines():
+        # Every log line is on stdout (one ECS schema: the text is "message").
+        out = g.proc.logdir / f"{g.proc.name}.out"
+        for line in out.read_text(errors="replace").splitlines():
             try:
-                msg = str(json.loads(line).get("msg", ""))
+                msg = str(json.loads(line).get("message", ""))
             except (ValueError, AttributeError):
                 continue
             if msg.startswith(_STARTED_LINE):

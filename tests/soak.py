@@ -6,7 +6,15 @@ the answers that were not 2xx, and what the backend delivered.
 With a healthy Redis the rules are: zero errors, every push delivered once, RSS flat once the
 store holds every live token (the tokens live 300 s here, so the store is full after ~5.5 min).
 
-    scripts/soak --minutes 10 [--rate 300] [--stores memory,redis]
+    scripts/soak --minutes 10 [--rate 300] [--stores memory,redis] [--signers 2]
+
+The sender does not sign in its loop: every push is signed ahead by ``--signers`` worker processes
+(tests/soak_tokens.py) with the claims it would have if signed at its send time, ``--presign``
+seconds of them before the clock starts (the rest while the run goes on). It sends over at most
+``--connections`` keep-alive connections and reports, per sample, the rate it actually achieved,
+how late it ran against its schedule, its own loop lag and CPU, and how far the signed tokens
+reach ahead of it: when the sender falls behind, the samples say whether the machine or the
+signers were the limit.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -38,7 +48,8 @@ from tests.procs import (
     wait_ready,
 )
 from tests.redis_support import RedisProcess, redis_server
-from tests.sender import new_push
+from tests.sender import Push
+from tests.soak_tokens import TokenFeed, planned_total
 from tests.support import JwksServer, SigningKey
 
 
@@ -145,14 +156,41 @@ async def processes(
         jwks.stop()
 
 
-async def soak(store: str, minutes: float, rate: float, every: float) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Load:
+    minutes: float
+    rate: float
+    every: float
+    signers: int
+    presign: float  # seconds of pushes signed before the clock starts
+    connections: int
+
+
+def connection_counter() -> tuple[aiohttp.TraceConfig, list[int]]:
+    """A trace config counting the TCP connections the client opens (keep-alive reuses them)."""
+    opened = [0]
+
+    async def created(*_: Any) -> None:
+        opened[0] += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(created)
+    return trace, opened
+
+
+async def soak(store: str, load: Load) -> dict[str, Any]:
+    minutes, rate, every = load.minutes, load.rate, load.every
+    trace, opened = connection_counter()
     with (
         tempfile.TemporaryDirectory(prefix=f"jwksgate-soak-{store}-") as d,
         maybe_redis(store) as redis,
     ):
         async with (
             processes(Path(d), store, redis) as (gw, record, key),
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=load.connections),
+                trace_configs=[trace],
+            ) as http,
         ):
             await wait_ready(gw, http)
             pid = gw.proc.pid
@@ -162,9 +200,8 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
             slots = asyncio.Semaphore(256)
             tasks: set[asyncio.Task[None]] = set()
 
-            async def one() -> None:
+            async def one(push: Push) -> None:
                 nonlocal ok
-                push = new_push(key)
                 headers = {"Authorization": f"Bearer {push.token}"}
                 try:
                     async with http.post(
@@ -186,89 +223,121 @@ async def soak(store: str, minutes: float, rate: float, every: float) -> dict[st
                 finally:
                     slots.release()
 
-            samples: list[dict[str, Any]] = []
-            lag = LoopLag()
-            lag.start()
-            last_cpu = [cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)]
-            last_errors: collections.Counter[str] = collections.Counter()
+            with TokenFeed(key, rate, planned_total(minutes, rate), load.signers) as feed:
+                wall_start = feed.start(presign=math.ceil(load.presign * rate))
+                print(
+                    f"[{store}] signing ~{feed.sign_ms_per_token} ms per token per signer; "
+                    f"{load.presign:g} s of pushes ahead, clock starts in "
+                    f"{wall_start - time.time():.1f} s",
+                    flush=True,
+                )
+                # No token may be sent before its iat: the run's clock starts at wall_start.
+                started = time.monotonic() + max(0.0, wall_start - time.time())
+                await asyncio.sleep(max(0.0, started - time.monotonic()))
+                me = os.getpid()
+                samples: list[dict[str, Any]] = []
+                lag = LoopLag()
+                lag.start()
+                last_cpu = [cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)]
+                last_sender = [cpu_seconds(me), runqueue_wait_seconds(me), 0.0]  # cpu, wait, sent
+                behind = [0.0]  # the sender's worst lateness against its schedule (s) this interval
+                last_errors: collections.Counter[str] = collections.Counter()
 
-            def sample(elapsed: float) -> dict[str, Any]:
-                cpu, at, waited = cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)
-                span = max(at - last_cpu[1], 1e-3)
-                new_errors = errors - last_errors
-                last_errors.clear()
-                last_errors.update(errors)
-                s: dict[str, Any] = {
-                    "t": round(elapsed),
-                    "sent": sent,
-                    "ok": ok,
-                    "errors": sum(errors.values()),
-                    "rss_mib": round(rss_kib(pid) / 1024, 1),
-                    "fds": open_fds(pid),
-                    # What the machine was doing: the gateway's CPU share over the interval, the
-                    # 1-minute load (2 cores here), the sender's own worst loop lag.
-                    "gw_cpu_pct": round(100 * (cpu - last_cpu[0]) / span),
-                    # Time the gateway was ready to run but had no CPU, per second: well above
-                    # its CPU time means the machine, not the gateway, sets the latency.
-                    "gw_wait_ms_per_s": round(1000 * (waited - last_cpu[2]) / span),
-                    "load1": load_1m(),
-                    "sender_lag_ms": lag.take(),
+                def sample(elapsed: float) -> dict[str, Any]:
+                    cpu, at, waited = cpu_seconds(pid), time.monotonic(), runqueue_wait_seconds(pid)
+                    span = max(at - last_cpu[1], 1e-3)
+                    new_errors = errors - last_errors
+                    last_errors.clear()
+                    last_errors.update(errors)
+                    my_cpu, my_wait = cpu_seconds(me), runqueue_wait_seconds(me)
+                    s: dict[str, Any] = {
+                        "t": round(elapsed),
+                        "sent": sent,
+                        # The rate the sender actually achieved over the interval.
+                        "rate": round((sent - last_sender[2]) / span, 1),
+                        "ok": ok,
+                        "errors": sum(errors.values()),
+                        "rss_mib": round(rss_kib(pid) / 1024, 1),
+                        "fds": open_fds(pid),
+                        # What the machine was doing: the gateway's CPU share over the interval, the
+                        # 1-minute load (2 cores here), the sender's own worst loop lag.
+                        "gw_cpu_pct": round(100 * (cpu - last_cpu[0]) / span),
+                        # Time the gateway was ready to run but had no CPU, per second: well above
+                        # its CPU time means the machine, not the gateway, sets the latency.
+                        "gw_wait_ms_per_s": round(1000 * (waited - last_cpu[2]) / span),
+                        "load1": load_1m(),
+                        "sender_lag_ms": lag.take(),
+                        # How late the sender's sends ran against its schedule, at worst.
+                        "sender_behind_ms": round(1000 * behind[0]),
+                        "sender_cpu_pct": round(100 * (my_cpu - last_sender[0]) / span),
+                        "sender_wait_ms_per_s": round(1000 * (my_wait - last_sender[1]) / span),
+                        "signed_ahead_s": feed.buffered_seconds(),
+                        "connections": opened[0],
+                    }
+                    behind[0] = 0.0
+                    last_sender[:] = [my_cpu, my_wait, sent]
+                    if new_errors:
+                        s["new_errors"] = dict(new_errors)
+                    last_cpu[:] = [cpu, at, waited]
+                    if redis is not None and redis.proc is not None:
+                        s["redis_rss_mib"] = round(rss_kib(redis.proc.pid) / 1024, 1)
+                    samples.append(s)
+                    print(f"[{store}] " + json.dumps(s), flush=True)
+                    return s
+
+                end = started + minutes * 60
+                next_sample = started
+                while time.monotonic() < end:
+                    now = time.monotonic()
+                    if now >= next_sample:
+                        sample(now - started)
+                        next_sample += every
+                    due = started + sent / rate
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                    push = await feed.take()
+                    await slots.acquire()
+                    behind[0] = max(behind[0], time.monotonic() - due)
+                    sent += 1
+                    task = asyncio.ensure_future(one(push))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elapsed = time.monotonic() - started  # the sending time: the rate's denominator
+                feed.close()
+                if tasks:
+                    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+                last = sample(time.monotonic() - started)
+                lag.stop()
+                await asyncio.sleep(0.5)  # the backend records just after answering
+                delivered = recorded(record)
+                return {
+                    "store": store,
+                    "minutes": minutes,
+                    "target_rate": rate,
+                    "achieved_rate": round(sent / elapsed, 1),
+                    "pushes": sent,
+                    "answered_2xx": ok,
+                    "errors": dict(errors),
+                    "delivered_by_backend": sum(delivered.values()),
+                    "delivered_twice": sum(1 for n in delivered.values() if n > 1),
+                    "rss_mib_first_last": [samples[0]["rss_mib"], last["rss_mib"]],
+                    "rss_mib_max": max(s["rss_mib"] for s in samples),
+                    "fds_first_last": [samples[0]["fds"], last["fds"]],
+                    "sender_lag_ms_max": max(s["sender_lag_ms"] for s in samples),
+                    "sender_behind_ms_max": max(s["sender_behind_ms"] for s in samples),
+                    "sender_cpu_pct_max": max(s["sender_cpu_pct"] for s in samples),
+                    "sender_waited_for_tokens_s": round(feed.starved_seconds, 2),
+                    "sign_ms_per_token": feed.sign_ms_per_token,
+                    "connections_opened": opened[0],
+                    "gw_wait_ms_per_s_max": max(s["gw_wait_ms_per_s"] for s in samples),
+                    "load1_max": max(s["load1"] for s in samples),
                 }
-                if new_errors:
-                    s["new_errors"] = dict(new_errors)
-                last_cpu[:] = [cpu, at, waited]
-                if redis is not None and redis.proc is not None:
-                    s["redis_rss_mib"] = round(rss_kib(redis.proc.pid) / 1024, 1)
-                samples.append(s)
-                print(f"[{store}] " + json.dumps(s), flush=True)
-                return s
-
-            started = time.monotonic()
-            end = started + minutes * 60
-            next_sample = started
-            while time.monotonic() < end:
-                now = time.monotonic()
-                if now >= next_sample:
-                    sample(now - started)
-                    next_sample += every
-                due = started + sent / rate
-                if due > now:
-                    await asyncio.sleep(due - now)
-                await slots.acquire()
-                sent += 1
-                task = asyncio.ensure_future(one())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.wait_for(asyncio.gather(*tasks), 60)
-            elapsed = time.monotonic() - started
-            last = sample(elapsed)
-            lag.stop()
-            await asyncio.sleep(0.5)  # the backend records just after answering
-            delivered = recorded(record)
-            return {
-                "store": store,
-                "minutes": minutes,
-                "target_rate": rate,
-                "achieved_rate": round(sent / elapsed, 1),
-                "pushes": sent,
-                "answered_2xx": ok,
-                "errors": dict(errors),
-                "delivered_by_backend": sum(delivered.values()),
-                "delivered_twice": sum(1 for n in delivered.values() if n > 1),
-                "rss_mib_first_last": [samples[0]["rss_mib"], last["rss_mib"]],
-                "rss_mib_max": max(s["rss_mib"] for s in samples),
-                "fds_first_last": [samples[0]["fds"], last["fds"]],
-                "sender_lag_ms_max": max(s["sender_lag_ms"] for s in samples),
-                "gw_wait_ms_per_s_max": max(s["gw_wait_ms_per_s"] for s in samples),
-                "load1_max": max(s["load1"] for s in samples),
-            }
 
 
-async def cli(stores: list[str], minutes: float, rate: float, every: float) -> int:
+async def cli(stores: list[str], load: Load) -> int:
     failed = False
     for store in stores:
-        result = await soak(store, minutes, rate, every)
+        result = await soak(store, load)
         print(json.dumps(result, indent=2), flush=True)
         failed = failed or bool(result["errors"]) or result["delivered_twice"] > 0
     return 1 if failed else 0
@@ -280,9 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="pushes per second")
     parser.add_argument("--stores", default="memory,redis")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
+    parser.add_argument("--signers", type=int, default=2, help="token signing processes")
+    parser.add_argument(
+        "--presign",
+        type=float,
+        default=None,
+        help="seconds of pushes signed before the clock starts (default: the whole run)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=128, help="keep-alive connections to the gateway"
+    )
     args = parser.parse_args(argv)
     stores = [s for s in args.stores.split(",") if s]
-    return asyncio.run(cli(stores, args.minutes, args.rate, args.every))
+    presign = args.minutes * 60 if args.presign is None else args.presign
+    load = Load(args.minutes, args.rate, args.every, args.signers, presign, args.connections)
+    return asyncio.run(cli(stores, load))
 
 
 if __name__ == "__main__":

@@ -247,14 +247,15 @@ async def test_one_json_line_per_outcome_with_its_fields_and_never_the_token(
             assert reply.status == status
         lines = _access_lines(caplog.records)
         assert len(lines) == len(sent)
-        by_id = {line["request_id"]: line for line in lines}
+        by_id = {line["http.request.id"]: line for line in lines}
         for request_id, _, status, reason, issuer in sent:
             line = by_id[request_id]
-            assert (line["status"], line["reason"], line["issuer"]) == (status, reason, issuer)
-            assert isinstance(line["duration_ms"], float | int)
-            assert line["outcome"] == ("forwarded" if status == 200 else "rejected")
-        assert "replay_key_sha256" in by_id["req-forwarded"]
-        assert by_id["req-forwarded"]["upstream_status"] == 200
+            got = (line["http.response.status_code"], line["jwksgate.reason"])
+            assert (*got, line["jwksgate.issuer"]) == (status, reason, issuer)
+            assert isinstance(line["event.duration"], int)
+            assert line["jwksgate.outcome"] == ("forwarded" if status == 200 else "rejected")
+        assert "jwksgate.replay_key_sha256" in by_id["req-forwarded"]
+        assert by_id["req-forwarded"]["jwksgate.upstream.status_code"] == 200
         text = "\n".join(r.getMessage() for r in caplog.records)
         for token in (good, unknown):
             for part in token.split("."):
@@ -272,13 +273,14 @@ async def test_access_lines_go_to_stdout_and_the_header_timeout_has_one_too(
             assert raw_status(await raw_exchange(w.url)) == 408  # sends nothing at all
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert [line["status"] for line in lines] == [200, 408]
-    for line in lines:
-        for field in ("issuer", "reason", "status", "request_id", "duration_ms"):
+    access = [line for line in lines if line["log.logger"] == "jwksgate.access"]
+    assert [line["http.response.status_code"] for line in access] == [200, 408]
+    for line in access:
+        for field in ("jwksgate.issuer", "jwksgate.reason", "http.request.id", "event.duration"):
             assert field in line, (field, line)
     assert token not in out
     assert token not in err
-    assert '"event": "request"' not in err and '"event":"request"' not in err
+    assert "jwksgate.access" not in err  # one stream: stdout
 
 
 @contextmanager

@@ -263,6 +263,8 @@ def test_expected_alerts_exist() -> None:
         "JwksgateReplayStoreDown",
         "JwksgateNotReady",
         "JwksgateIssuerKeysUnavailable",
+        "JwksgateAmbiguousDeliveries",
+        "JwksgateReplayCommitFailures",
     }
 
 

@@ -394,9 +394,9 @@ async def test_unknown_kid_and_kid_injection(
     assert line.isascii()
     assert token.split(".")[2] not in line and token.split(".")[1] not in line
     entry = json.loads(line)
-    assert entry["reason"] == reason
+    assert entry["jwksgate.reason"] == reason
     if reason == "unknown_kid":
-        assert entry["kid"] == kid[:64]
+        assert entry["jwksgate.kid"] == kid[:64]
 
 
 async def test_unknown_kid_refetches_once_per_interval(

@@ -1,4 +1,4 @@
-"""JWKSGATE_EVENT_LOOP: asyncio by default, uvloop (the ``fast`` extra) on request."""
+"""JWKSGATE_EVENT_LOOP: uvloop (the ``fast`` extra) by default when installed, or asyncio."""
 
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ from tests.support import World, gateway_config, world
 uvloop = pytest.importorskip("uvloop")
 
 
-def test_asyncio_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uvloop_is_the_default_when_installed_and_asyncio_is_one_setting_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(eventloop.ENV, raising=False)
-    assert eventloop.loop_factory() is None
+    assert eventloop.loop_factory() is uvloop.new_event_loop
+    assert eventloop.loop_factory(" ") is uvloop.new_event_loop
     assert eventloop.loop_factory("asyncio") is None
-    assert eventloop.loop_factory(" ") is None
+    monkeypatch.setenv(eventloop.ENV, "asyncio")
+    assert eventloop.loop_factory() is None
 
 
 def test_uvloop_and_auto_choose_uvloop() -> None:

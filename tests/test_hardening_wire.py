@@ -202,7 +202,8 @@ async def test_a_parser_refusal_is_a_counted_json_400_that_logs_no_header_value(
         assert await requests_total(w, "malformed_request") == before + 1
         # One JSON access line, nothing from aiohttp, and the token in no record at all.
         access = [json.loads(r.getMessage()) for r in records if r.name == "jwksgate.access"]
-        assert [(a["reason"], a["status"]) for a in access] == [("malformed_request", 400)]
+        got = [(a["jwksgate.reason"], a["http.response.status_code"]) for a in access]
+        assert got == [("malformed_request", 400)]
         assert [r for r in aiohttp_records if r.levelno >= logging.WARNING] == []
         for r in [*records, *aiohttp_records]:
             text = r.getMessage() + repr(r.exc_info) + repr(r.args)
@@ -224,7 +225,7 @@ async def test_a_flood_of_parser_refusals_is_sampled_in_the_log_and_counted_in_f
             assert raw_status(await exchange(w, PARSER_REFUSALS["chunk-size"])) == 400
         lines = [json.loads(r.getMessage()) for r in records]
         assert len(lines) == 4
-        assert lines[-1]["suppressed_before"] == 7
+        assert lines[-1]["jwksgate.suppressed_before"] == 7
         assert await requests_total(w, "malformed_request") == before + 11
 
 

@@ -29,8 +29,8 @@ def test_rejections_beyond_the_limit_are_counted_not_written(
         log.write({"n": 11, "reason": "expired"}, rejected=True)  # a new second
     got = lines(caplog)
     assert [line["n"] for line in got] == [0, 1, 2, 10, 11]
-    assert got[3]["suppressed_before"] == 7  # reported on the next line written
-    assert "suppressed_before" not in got[4]
+    assert got[3]["jwksgate.suppressed_before"] == 7  # reported on the next line written
+    assert "jwksgate.suppressed_before" not in got[4]
 
 
 async def test_a_rejection_flood_is_sampled_in_the_log_but_counted_in_full(
@@ -56,5 +56,6 @@ async def test_a_rejection_flood_is_sampled_in_the_log_but_counted_in_full(
     got = lines(caplog)
     assert len(got) < 61
     # Nothing is silently lost: written lines plus the reported suppressions add up.
-    assert len(got) + sum(int(str(line.get("suppressed_before", 0))) for line in got) == 61
-    assert got[-1]["outcome"] == "forwarded"
+    suppressed = sum(int(str(line.get("jwksgate.suppressed_before", 0))) for line in got)
+    assert len(got) + suppressed == 61
+    assert got[-1]["jwksgate.outcome"] == "forwarded"

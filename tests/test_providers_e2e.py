@@ -512,12 +512,14 @@ async def test_access_log_names_the_issuer_reason_and_replay_key() -> None:
             wrong = sign("shopify", body, WRONG["shopify"], new_id(), 0)
             assert (await g.post("/shopify/strip", body, wrong))[0] == 401
         lines = [json.loads(r.getMessage()) for r in records]
-        assert [(x["issuer"], x["outcome"], x["reason"]) for x in lines] == [
+        fields = ("jwksgate.issuer", "jwksgate.outcome", "jwksgate.reason")
+        assert [tuple(x[f] for f in fields) for x in lines] == [
             ("shopify-strip", "forwarded", "none"),
             ("shopify-strip", "rejected", "replayed"),
             ("shopify-strip", "rejected", "bad_signature"),
         ]
         # The replay key is named (a digest's prefix), never the delivery id or a secret.
-        assert lines[0]["replay_key_sha256"] == lines[1]["replay_key_sha256"]
+        digest = "jwksgate.replay_key_sha256"
+        assert lines[0][digest] == lines[1][digest]
         assert ident not in json.dumps(lines)
         assert SECRETS["shopify"][1] not in json.dumps(lines)

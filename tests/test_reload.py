@@ -448,8 +448,11 @@ async def test_real_process_reloads_on_sighup_and_refuses_an_invalid_file(
         write_atomically(path, data)
         url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
 
-        def stderr_text() -> str:
-            return err_path.read_text(encoding="utf-8", errors="replace")
+        def stderr_text() -> str:  # the log lines are on stdout, startup errors on stderr
+            return "".join(
+                p.read_text(encoding="utf-8", errors="replace")
+                for p in (tmp_path / "stdout.log", err_path)
+            )
 
         async def wait_for(what: str, check: Callable[[], Any]) -> None:
             deadline = time.monotonic() + 20.0
@@ -612,3 +615,32 @@ async def test_an_unexpected_reload_error_is_a_failed_reload_not_a_dead_watcher(
         assert await watcher.reload("test") is False
         exposition = gw.metrics.exposition().decode()
         assert 'jwksgate_config_reloads_total{result="failure"} 1.0' in exposition
+
+
+async def test_a_removed_issuer_leaves_no_gauge_behind_to_keep_its_alerts_firing(
+    tmp_path: Path,
+) -> None:
+    # An issuer whose JWKS host is down shows jwksgate_issuer_ready 0 (its alert fires); once a
+    # reload removes it, the series must go, or the alert fires for an issuer that is gone.
+    async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
+        down = {
+            "name": "gone",
+            "issuer": "https://gone.test",
+            "jwks_url": f"http://127.0.0.1:{refused_port()}{JWKS_PATH}",
+            "path_prefix": "/gone",
+        }
+        with_down = json.loads(json.dumps(r.data))
+        with_down["issuers"].append(down)
+        r.write(with_down)
+        await wait_reloads(http, r.admin_url, success=1, failure=0)
+        metrics = await scrape(http, r.admin_url)
+        assert metrics.value("jwksgate_issuer_ready", issuer="gone") == 0
+        assert metrics.value("jwksgate_jwks_age_seconds", issuer="gone") == -1
+
+        r.write(json.loads(json.dumps(r.data)))  # the issuer is removed again
+        await wait_reloads(http, r.admin_url, success=2, failure=0)
+        metrics = await scrape(http, r.admin_url)
+        for gauge in ("jwksgate_issuer_ready", "jwksgate_jwks_age_seconds", "jwksgate_jwks_keys"):
+            assert {"issuer": "gone"} not in [dict(s) for s in metrics.label_sets(gauge)], gauge
+        assert metrics.value("jwksgate_issuer_ready", issuer="sender") == 1
+        assert (await r.push(http)).status == 200

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the npm JWT signing libraries the interoperability tests sign with (jose, jsonwebtoken),
-# into tests/node-signers/node_modules, from its lockfile. scripts/test runs it with the other
-# scripts/install.d/*.sh. Without npm it does nothing: those tests then skip, saying why.
+# Installs the npm signing libraries the interoperability tests sign with (jose, jsonwebtoken;
+# svix, standardwebhooks), into tests/node-signers/node_modules, from its lockfile. scripts/test
+# runs it with the other scripts/install.d/*.sh. Without npm it does nothing: those tests then skip, saying why.
 # Idempotent: nothing is installed when node_modules already matches the lockfile.
 set -euo pipefail
 cd "$(dirname "$0")/../../tests/node-signers"
@@ -13,7 +13,9 @@ fi
 if [ -f node_modules/.package-lock.json ] \
   && [ node_modules/.package-lock.json -nt package-lock.json ] \
   && [ -f node_modules/jose/package.json ] \
-  && [ -f node_modules/jsonwebtoken/package.json ]; then
+  && [ -f node_modules/jsonwebtoken/package.json ] \
+  && [ -f node_modules/svix/package.json ] \
+  && [ -f node_modules/standardwebhooks/package.json ]; then
   exit 0
 fi
 echo "node-signers: installing tests/node-signers packages" >&2
