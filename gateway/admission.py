@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import LimitsConfig
 from gateway.errors import Rejection
@@ -95,6 +95,14 @@ def unverified_cap(limits: LimitsConfig) -> int:
     return min(cap, limits.max_inflight)
 
 
+def issuer_share(cap: int, body_signed_issuers: int) -> int:
+    """How much of the unauthenticated body pool one issuer may hold: an equal share of
+    ``cap`` among the issuers whose credential covers the body, at least one. Slow bodies
+    sent to one issuer's path (anyone can forge a signature header of the right shape) then
+    fill only that issuer's share and never refuse another issuer's valid push."""
+    return max(1, cap // max(1, body_signed_issuers))
+
+
 def refetch_waiters(limits: LimitsConfig, jwt_issuers: int) -> int:
     """How many requests of one JWT issuer may wait for its JWKS refetch, each holding a
     ``max_inflight`` slot for up to ``jwks.timeout_seconds``: an eighth of ``max_inflight``,
@@ -112,6 +120,7 @@ class Admission:
     draining: bool = False
     inflight: int = 0
     unverified: int = 0
+    unverified_by_issuer: dict[str, int] = field(default_factory=dict)
 
     @contextmanager
     def slot(self, limits: LimitsConfig) -> Iterator[None]:
@@ -126,19 +135,35 @@ class Admission:
             self.inflight -= 1
 
     @contextmanager
-    def body_wait(self, limits: LimitsConfig, *, authenticated: bool) -> Iterator[None]:
+    def body_wait(
+        self,
+        limits: LimitsConfig,
+        *,
+        authenticated: bool,
+        issuer: str = "",
+        body_signed_issuers: int = 1,
+    ) -> Iterator[None]:
         """Around the body read: a request not yet authenticated (its signature covers the
-        body) waits in the smaller pool of ``unverified_cap``; anyone can fill that pool with
-        slow bodies, but not the slots of senders whose credential already verified."""
+        body) waits in the smaller pool of ``unverified_cap``, and within it in ``issuer``'s
+        share (:func:`issuer_share`); anyone can fill a share with slow bodies, but not another
+        issuer's share nor the slots of senders whose credential already verified."""
         if authenticated:
             yield
             return
-        if self.unverified >= unverified_cap(limits):
+        cap = unverified_cap(limits)
+        held = self.unverified_by_issuer.get(issuer, 0)
+        if self.unverified >= cap or held >= issuer_share(cap, body_signed_issuers):
             raise Rejection(
                 "overloaded", "too many unauthenticated request bodies in flight; retry shortly"
             )
         self.unverified += 1
+        self.unverified_by_issuer[issuer] = held + 1
         try:
             yield
         finally:
             self.unverified -= 1
+            left = self.unverified_by_issuer[issuer] - 1
+            if left:
+                self.unverified_by_issuer[issuer] = left
+            else:
+                del self.unverified_by_issuer[issuer]

@@ -764,7 +764,10 @@ def _replay(s: _Section) -> ReplayConfig:
     return cfg
 
 
-# Headers the idempotency key may not take the place of (framing, credentials, the gateway's own).
+# Headers no configured header name (forward.idempotency_header, a provider's id_header, a
+# forward_claims target) may take the place of: framing, credentials and the ones the gateway
+# sets itself on every push (forward_headers.py). Any X-Forwarded-* is reserved too, and so are
+# forward.claims_header and forward.idempotency_header (see _gateway_sets).
 _RESERVED_FORWARD_HEADERS = frozenset(
     {
         "authorization",
@@ -777,8 +780,20 @@ _RESERVED_FORWARD_HEADERS = frozenset(
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
     }
 )
+
+
+def _gateway_sets(name: str, forward: ForwardConfig) -> bool:
+    """Whether ``name`` (compared as backends fold it: any case, ``_`` for ``-``) is a header
+    the gateway sets on a forwarded push itself."""
+    n = name.lower().replace("_", "-")
+    own = {forward.claims_header.lower().replace("_", "-")}
+    if forward.idempotency_header:
+        own.add(forward.idempotency_header.lower().replace("_", "-"))
+    return n in _RESERVED_FORWARD_HEADERS or n in own or n.startswith("x-forwarded-")
 
 
 def _forward(s: _Section) -> ForwardConfig:
@@ -911,7 +926,7 @@ def _standard_webhooks(s: _Section) -> StandardWebhooksConfig:
     cfg = StandardWebhooksConfig(
         secrets=tuple(x for x in secrets if x is not None),
         public_keys=tuple(x for x in keys if x is not None),
-        tolerance_seconds=s.number("tolerance_seconds", d.tolerance_seconds, 1),
+        tolerance_seconds=_tolerance(s, d.tolerance_seconds),
         secret_files=files,
     )
     s.finish()
@@ -928,7 +943,7 @@ _PROVIDER_CLASSES: dict[str, type[ProviderConfig]] = {
     "shopify": ShopifyConfig,
     "gitlab": GitLabConfig,
 }
-# Providers that sign a timestamp (a window) and those that do not (a remembered delivery id).
+# Providers that sign a timestamp (a window) and those that do not (a remembered body hash or id).
 _TIMESTAMPED = ("stripe", "slack")
 # The replay window of an id-only provider. Every delivered id stays in the replay store for the
 # whole window, so the window is what bounds the store: the memory store holds ``max_entries``,
@@ -938,6 +953,21 @@ _TIMESTAMPED = ("stripe", "slack")
 MIN_DEDUPE_SECONDS = 60.0
 MAX_DEDUPE_SECONDS = 7 * 86_400.0
 _RESERVED_HEADERS = ("authorization", "host", "content-length", "transfer-encoding")
+# A signed timestamp's window: a capture is accepted while it lasts and its replay key is kept
+# for twice as long. Stripe, Slack and Standard Webhooks use 300 s; an hour is generous.
+MAX_TOLERANCE_SECONDS = 3600.0
+
+
+def _tolerance(s: _Section, default: float) -> float:
+    value = s.number("tolerance_seconds", default, 1)
+    if value > MAX_TOLERANCE_SECONDS:
+        s.problems.add(
+            s.at("tolerance_seconds"),
+            f"must be at most {MAX_TOLERANCE_SECONDS:g} (1 hour): a captured request is "
+            "accepted again for this long and its replay key kept for twice as long",
+        )
+        return default
+    return value
 
 
 def _provider_default(kind: str, name: str) -> Any:
@@ -980,7 +1010,7 @@ def _provider(s: _Section, kind: str, namespace: bytes) -> ProviderConfig:
     }
     if kind in _TIMESTAMPED:
         default = _provider_default(kind, "tolerance_seconds")
-        kw["tolerance_seconds"] = s.number("tolerance_seconds", default, 1)
+        kw["tolerance_seconds"] = _tolerance(s, default)
     else:
         default = _provider_default(kind, "dedupe_seconds")
         dedupe = s.number("dedupe_seconds", default, MIN_DEDUPE_SECONDS)
@@ -1391,6 +1421,9 @@ def _no_password() -> bytes:
 def _check_idempotency_header(
     issuers: list[IssuerConfig], forward: ForwardConfig, problems: _Problems
 ) -> None:
+    """No forward_claims target or provider id_header may name a header the gateway sets
+    itself: it is written last and would replace the gateway's own (for GitHub, Shopify and
+    GitLab the id is an unsigned header the sender chooses)."""
     name = forward.idempotency_header.lower()
     for i, iss in enumerate(issuers):
         for claim, header in iss.forward_claims:
@@ -1399,6 +1432,23 @@ def _check_idempotency_header(
                     f"issuers[{i}].forward_claims.{claim}",
                     f"{header} is forward.idempotency_header",
                 )
+            elif header.lower() not in _RESERVED_HEADERS and _gateway_sets(header, forward):
+                problems.add(
+                    f"issuers[{i}].forward_claims.{claim}",
+                    f"{header} names a header the gateway sets itself",
+                )
+        provider = iss.provider
+        id_header = provider.id_header if provider is not None else ""
+        # Framing and credentials (_RESERVED_HEADERS) are reported where the section is read.
+        if (
+            id_header
+            and id_header.lower() not in _RESERVED_HEADERS
+            and _gateway_sets(id_header, forward)
+        ):
+            problems.add(
+                f"issuers[{i}].{iss.type}.id_header",
+                f"{id_header} names a header the gateway sets itself",
+            )
 
 
 def _check_ca(problems: _Problems, at: str, path: str | None) -> None:

@@ -171,8 +171,10 @@ def upstream_headers(
 ) -> tuple[CIMultiDict[str], int]:
     """The headers sent to the backend, and how many claim headers were left out as too long.
 
-    ``strip`` names headers never forwarded (a provider's signature); ``add`` are set last (the
-    verified delivery id), replacing any incoming copy."""
+    ``strip`` names headers never forwarded (a provider's signature); ``add`` are set last (a
+    provider's delivery id: from the verified body for Stripe and Slack, an unsigned header for
+    GitHub, Shopify and GitLab), replacing any incoming copy; config.py refuses an ``add`` name
+    that is a header the gateway sets itself."""
     listed = _connection_tokens(incoming)
     stripped = frozenset(_norm(h) for h in strip)
     prefix = _norm(forward.header_prefix)

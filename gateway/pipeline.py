@@ -110,7 +110,12 @@ class Pipeline:
         query = request.raw_path.partition("?")[2]
         pending = await authn.authenticate(request.headers, path, self.clock(), query)
         attempt.issuer, attempt.kid = pending.issuer.name, pending.kid
-        with self.admission.body_wait(limits, authenticated=pending.authenticated):
+        with self.admission.body_wait(
+            limits,
+            authenticated=pending.authenticated,
+            issuer=pending.issuer.name,
+            body_signed_issuers=rt.body_signed_issuers,
+        ):
             body = await read_body(request, started, limits)
         verified = authn.verify_body(pending, body, self.clock())
         if verified.answer is not None:

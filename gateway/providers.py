@@ -12,10 +12,10 @@ One frozen config and two functions per provider, in the request path's two phas
 =========  =======================================================  ===========================
 provider   signature                                                replay key
 =========  =======================================================  ===========================
-github     ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(body)>``  ``X-GitHub-Delivery``
+github     ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(body)>``  SHA-256(body)
 stripe     ``Stripe-Signature: t=<unix>,v1=<hex>`` over ``t.body``  ``t`` + SHA-256(body)
 slack      ``X-Slack-Signature: v0=<hex>`` over ``v0:ts:body``      ``ts`` + SHA-256(body)
-shopify    ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(body)>``    ``X-Shopify-Webhook-Id``
+shopify    ``X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(body)>``    SHA-256(body)
 gitlab     ``X-Gitlab-Token: <secret>`` (no signature)              ``Idempotency-Key`` or
                                                                     ``X-Gitlab-Event-UUID``
 =========  =======================================================  ===========================
@@ -87,11 +87,12 @@ class ProviderResult:
     """What a verified provider request forwards and remembers.
 
     ``claims`` go into the claims header like a JWT's (``provider``, ``id``, ``event``,
-    ``timestamp`` where the provider sends them). ``replay_key`` is ``<namespace>:`` + 32 bytes,
-    the shape of every other replay key, kept for ``replay_ttl_seconds``; ``None`` when the
-    request carries nothing to de-duplicate on. ``strip_headers`` are removed from the forwarded
-    request (the signature or secret, and any incoming copy of the headers this adds);
-    ``add_headers`` are set on it.
+    ``timestamp`` where the provider signs them; GitHub's and Shopify's id, event and shop
+    headers are not signed and go under a separate ``unsigned`` object instead).
+    ``replay_key`` is ``<namespace>:`` + 32 bytes, the shape of every other replay key, kept
+    for ``replay_ttl_seconds``; ``None`` when the request carries nothing to de-duplicate on.
+    ``strip_headers`` are removed from the forwarded request (the signature or secret, and any
+    incoming copy of the headers this adds); ``add_headers`` are set on it.
     """
 
     provider: str
@@ -125,8 +126,8 @@ class _Provider:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GitHubConfig(_Provider):
     """``type: github``: HMAC-SHA256 of the body; GitHub sends no timestamp, so replays are
-    stopped only by remembering ``X-GitHub-Delivery`` for ``dedupe_seconds`` (GitHub keeps a
-    delivery redeliverable for 3 days, with the same id)."""
+    stopped only by remembering the signed body's SHA-256 for ``dedupe_seconds`` (GitHub keeps a
+    delivery redeliverable for 3 days, with the same body). ``X-GitHub-Delivery`` is unsigned."""
 
     dedupe_seconds: float = 259_200.0
     signature_header: str = "X-Hub-Signature-256"
@@ -157,7 +158,8 @@ class SlackConfig(_Provider):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShopifyConfig(_Provider):
     """``type: shopify``: base64 HMAC-SHA256 of the body; no timestamp is signed, so replays are
-    stopped by remembering ``X-Shopify-Webhook-Id`` (constant across Shopify's retries)."""
+    stopped by remembering the signed body's SHA-256 (the same across Shopify's retries); the
+    ``X-Shopify-Webhook-Id``, topic and shop headers are unsigned."""
 
     dedupe_seconds: float = 86_400.0
     signature_header: str = "X-Shopify-Hmac-Sha256"
@@ -270,28 +272,31 @@ def _json_fields(body: bytes, *names: str) -> dict[str, str]:
     return {n: doc[n] for n in names if isinstance(doc.get(n), str) and _ID_RE.fullmatch(doc[n])}
 
 
-def _by_delivery_id(
+def _by_body(
     provider: str,
     cfg: GitHubConfig | ShopifyConfig,
-    ident: str,
-    event: str | None,
+    body: bytes,
     signature: tuple[str, ...],
-    extra: dict[str, str],
+    unsigned: dict[str, str],
 ) -> ProviderResult:
-    """The result for the providers that sign the body alone (GitHub, Shopify), once verified:
-    with no timestamp signed, the delivery id (constant across the provider's retries and
-    redeliveries) is the replay key, remembered for ``dedupe_seconds``."""
-    claims: dict[str, Any] = {"provider": provider, "id": ident}
-    if event is not None:
-        claims["event"] = event
-    claims.update(extra)
+    """The result for the providers that sign the body alone (GitHub, Shopify), once verified.
+
+    With no timestamp signed, the replay key is what is signed: SHA-256 of the body, tagged by
+    provider and namespace, remembered for ``dedupe_seconds``. GitHub's redeliveries and
+    Shopify's retries send the same body, so they still meet the key. The delivery id, event
+    and shop headers are NOT signed (a captured delivery can be resent under any of them): they
+    never key a replay and never sit among the verified claims, only under ``unsigned``.
+    """
+    claims: dict[str, Any] = {"provider": provider}
+    if unsigned:
+        claims["unsigned"] = dict(unsigned)
     return ProviderResult(
         provider=provider,
         claims=claims,
-        replay_key=_key(provider.encode(), cfg.namespace, ident.encode()),
+        replay_key=_key(provider.encode(), cfg.namespace, hashlib.sha256(body).digest()),
         replay_ttl_seconds=cfg.dedupe_seconds,
         strip_headers=_strip(cfg, signature),
-        add_headers=_add(cfg, ident),
+        add_headers=_add(cfg, unsigned.get("id")),
     )
 
 
@@ -353,7 +358,8 @@ def github_verify(headers: Headers, body: bytes, cfg: GitHubConfig, now: float) 
     event = _optional_event(headers, cfg.event_header)
     # X-Hub-Signature is the SHA-1 MAC with the same secret: stripped with the SHA-256 one.
     signature = (cfg.signature_header, "X-Hub-Signature")
-    return _by_delivery_id("github", cfg, delivery, event, signature, {})
+    unsigned = {"id": delivery} | ({"event": event} if event is not None else {})
+    return _by_body("github", cfg, body, signature, unsigned)
 
 
 # --- Stripe ----------------------------------------------------------------------------------
@@ -485,8 +491,12 @@ def shopify_verify(headers: Headers, body: bytes, cfg: ShopifyConfig, now: float
         raise Rejection("bad_signature", f"{cfg.signature_header} does not verify")
     topic = _optional_event(headers, cfg.topic_header)
     shop = _one(headers, cfg.shop_header, required=False)
-    extra = {"shop": shop} if shop is not None else {}
-    return _by_delivery_id("shopify", cfg, webhook_id, topic, (cfg.signature_header,), extra)
+    unsigned = {"id": webhook_id}
+    if topic is not None:
+        unsigned["event"] = topic
+    if shop is not None:
+        unsigned["shop"] = shop
+    return _by_body("shopify", cfg, body, (cfg.signature_header,), unsigned)
 
 
 # --- GitLab ----------------------------------------------------------------------------------
@@ -519,6 +529,9 @@ def gitlab_verify(headers: Headers, body: bytes, cfg: GitLabConfig, now: float) 
     event = _optional_event(headers, cfg.event_header)
     if event is not None:
         claims["event"] = event
+    # GitLab signs nothing: the token authenticates the sender, and whoever captured one request
+    # holds it and can send any body under any id. The key below stops GitLab's own retries and
+    # resends (same id, same body), not an attacker; that needs TLS and a secret rotation.
     ident = _gitlab_dedupe_id(headers, cfg)
     key = None
     if ident is not None:

@@ -76,6 +76,12 @@ class Runtime:
         return verify.candidates(self.config.issuers, path)
 
     @property
+    def body_signed_issuers(self) -> int:
+        """How many issuers share the unauthenticated body pool: every one that is not a JWT
+        issuer (Standard Webhooks and provider webhooks check a credential over the body)."""
+        return sum(1 for issuer in self.config.issuers if issuer.type != "jwt")
+
+    @property
     def hold_seconds(self) -> float:
         """How long a reservation is held while the backend works on the push."""
         return self.config.upstream.timeout_seconds + HOLD_MARGIN_SECONDS

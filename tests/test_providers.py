@@ -91,11 +91,11 @@ def test_github_octokit_signature_verifies_and_forwards_the_delivery() -> None:
     sig = gh_sign(GH_SECRET, GH_BODY)
     result = providers.verify(gh_headers(sig), GH_BODY.encode(), gh_cfg(), NOW)
     assert result.provider == "github"
-    # ping passes like any other event; the event type and delivery id are forwarded.
+    # ping passes like any other event; the event type and delivery id are forwarded, as
+    # unsigned (GitHub's MAC covers the body alone).
     assert result.claims == {
         "provider": "github",
-        "id": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-        "event": "ping",
+        "unsigned": {"id": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "event": "ping"},
     }
     assert result.add_headers == (("X-Webhook-Id", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),)
     assert set(result.strip_headers) == {"X-Hub-Signature-256", "X-Hub-Signature", "X-Webhook-Id"}
@@ -138,7 +138,9 @@ def test_github_rotation_accepts_old_and_new_secret() -> None:
     cfg = gh_cfg(secrets=(GH_SECRET.encode(), GH_OLD.encode()))
     for secret in (GH_SECRET, GH_OLD):
         sig = gh_sign(secret, GH_BODY)
-        assert providers.verify(gh_headers(sig), GH_BODY.encode(), cfg, NOW).claims["id"]
+        assert providers.verify(gh_headers(sig), GH_BODY.encode(), cfg, NOW).claims["unsigned"][
+            "id"
+        ]
     sig = gh_sign(GH_OLD, GH_BODY)
     # Once the old secret is retired, its signatures stop verifying.
     assert reason(lambda: providers.verify(gh_headers(sig), GH_BODY.encode(), gh_cfg(), NOW)) == (
@@ -202,7 +204,8 @@ def test_github_without_node_a_local_signature_that_gidgethub_accepts() -> None:
     sig = "sha256=" + hmac.new(GH_OLD.encode(), GH_BODY.encode(), hashlib.sha256).hexdigest()
     validate_event(GH_BODY.encode(), signature=sig, secret=GH_OLD)
     cfg = gh_cfg(secrets=(GH_SECRET.encode(), GH_OLD.encode()))
-    assert providers.verify(gh_headers(sig), GH_BODY.encode(), cfg, NOW).claims["event"] == "ping"
+    got = providers.verify(gh_headers(sig), GH_BODY.encode(), cfg, NOW)
+    assert got.claims["unsigned"]["event"] == "ping"
     assert reason(lambda: providers.verify(gh_headers(sig), GH_BODY.encode(), gh_cfg(), NOW)) == (
         "bad_signature"
     )
@@ -210,12 +213,18 @@ def test_github_without_node_a_local_signature_that_gidgethub_accepts() -> None:
     assert reason(lambda: providers.verify(gh_headers(sig), tampered, cfg, NOW)) == "bad_signature"
 
 
-def test_github_replay_key_is_the_delivery_id() -> None:
+def test_github_replay_key_is_the_signed_body() -> None:
     sig = gh_sign(GH_SECRET, GH_BODY)
     first = providers.verify(gh_headers(sig, "d-1"), GH_BODY.encode(), gh_cfg(), NOW)
-    # A redelivery (days later: GitHub sends no timestamp) keeps its id and so its key.
+    # A redelivery (days later: GitHub sends no timestamp) keeps its body and so its key.
     again = providers.verify(gh_headers(sig, "d-1"), GH_BODY.encode(), gh_cfg(), NOW + 86_400)
-    other = providers.verify(gh_headers(sig, "d-2"), GH_BODY.encode(), gh_cfg(), NOW)
+    # The delivery id is unsigned: a new one on the same signed body is the same delivery.
+    relabelled = providers.verify(gh_headers(sig, "d-2"), GH_BODY.encode(), gh_cfg(), NOW)
+    assert relabelled.replay_key == first.replay_key
+    other_body = GH_BODY + " "
+    other = providers.verify(
+        gh_headers(gh_sign(GH_SECRET, other_body), "d-1"), other_body.encode(), gh_cfg(), NOW
+    )
     elsewhere = providers.verify(
         gh_headers(sig, "d-1"),
         GH_BODY.encode(),
@@ -583,9 +592,11 @@ def test_shopify_signature_is_shopifys_format_and_verifies() -> None:
     result = sh_verify(h)
     assert result.claims == {
         "provider": "shopify",
-        "id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
-        "event": "orders/create",
-        "shop": "example.myshopify.com",
+        "unsigned": {
+            "id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            "event": "orders/create",
+            "shop": "example.myshopify.com",
+        },
     }
     assert result.add_headers == (("X-Webhook-Id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),)
     assert set(result.strip_headers) == {"X-Shopify-Hmac-Sha256", "X-Webhook-Id"}
@@ -611,7 +622,7 @@ def test_shopify_tampered_wrong_secret_and_rotation() -> None:
     old = sh_headers(sh_sign(secret=SH_OLD))
     assert shopify_accepts(old, SH_BODY, SH_SECRET, SH_OLD)
     rotating = sh_cfg(secrets=(SH_SECRET.encode(), SH_OLD.encode()))
-    assert sh_verify(old, cfg=rotating).claims["id"]
+    assert sh_verify(old, cfg=rotating).claims["unsigned"]["id"]
     assert reason(lambda: sh_verify(old)) == "bad_signature"
 
 
@@ -656,17 +667,19 @@ def test_shopify_missing_and_malformed_headers(
     assert reason(lambda: providers.precheck(hdrs(*pairs), sh_cfg(), NOW)) == want
 
 
-def test_shopify_replay_key_is_the_webhook_id() -> None:
+def test_shopify_replay_key_is_the_signed_body() -> None:
     mac = sh_sign()
     first = check_key_shape(sh_verify(sh_headers(mac, "w-1")), b"shop")
-    # Shopify's retries keep X-Shopify-Webhook-Id: the same key, at any later time.
+    # Shopify's retries keep the body: the same key, at any later time; the webhook id is
+    # unsigned, so a new one does not make a new delivery.
     assert sh_verify(sh_headers(mac, "w-1")).replay_key == first
-    assert sh_verify(sh_headers(mac, "w-2")).replay_key != first
-    # A GitHub delivery with the same id lives under another tag: no collision across providers.
+    assert sh_verify(sh_headers(mac, "w-2")).replay_key == first
+    # A GitHub delivery of the same body lives under another tag: no collision across providers.
     gh = GitHubConfig(namespace=b"shop", secrets=(b"s",))
-    gh_mac = "sha256=" + hmac.new(b"s", b"{}", hashlib.sha256).hexdigest()
+    body = SH_BODY.encode()
+    gh_mac = "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
     gh_h = hdrs(("X-Hub-Signature-256", gh_mac), ("X-GitHub-Delivery", "w-1"))
-    assert providers.verify(gh_h, b"{}", gh, NOW).replay_key != first
+    assert providers.verify(gh_h, body, gh, NOW).replay_key != first
 
 
 # --- GitLab: a static token -----------------------------------------------------------------

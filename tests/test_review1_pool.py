@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import aiohttp
-import pytest
 
 from gateway.config import parse_config, read_files
 from gateway.lifecycle import run_gateway
@@ -21,7 +20,6 @@ from tests.test_providers_e2e import ReVerifyingBackend, issuers, new_id
 from tests.test_review1_providers import github_headers
 
 
-@pytest.mark.xfail(strict=True, reason="review1 #5: one unauthenticated body pool for all issuers")
 async def test_slow_bodies_on_one_issuer_do_not_refuse_another_issuers_valid_push() -> None:
     backend = ReVerifyingBackend()
     async with serve_app(backend.app()) as backend_url:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import pytest
-
 from tests.test_providers_e2e import SECRETS, body_for, gateway, issuers, new_id, sign
 
 
@@ -25,7 +23,6 @@ def github_headers(body: bytes, ident: str, event: str = "push") -> dict[str, st
     }
 
 
-@pytest.mark.xfail(strict=True, reason="review1 #2: keyed on unsigned X-GitHub-Delivery")
 async def test_github_captured_delivery_with_a_new_delivery_id_is_a_replay() -> None:
     async with gateway(issuers()) as g:
         ident = new_id()
@@ -39,7 +36,6 @@ async def test_github_captured_delivery_with_a_new_delivery_id_is_a_replay() -> 
         assert len(g.backend.received) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review1 #2: keyed on unsigned webhook id")
 async def test_shopify_captured_delivery_with_a_new_webhook_id_is_a_replay() -> None:
     async with gateway(issuers()) as g:
         ident = new_id()
@@ -52,7 +48,6 @@ async def test_shopify_captured_delivery_with_a_new_webhook_id_is_a_replay() -> 
         assert len(g.backend.received) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review1 #3: unsigned event as a claim")
 async def test_github_event_header_is_not_signed_but_forwarded_as_a_verified_claim() -> None:
     async with gateway(issuers()) as g:
         ident = new_id()
