@@ -393,7 +393,9 @@ async def test_refusals_carry_their_reason_codes(provider: str) -> None:
 async def test_a_stale_or_future_timestamp_is_refused(provider: str) -> None:
     async with gateway(issuers()) as g:
         now = int(g.clock())
-        for offset, code in ((-301, "token_too_old"), (301, "not_yet_valid")):
+        # Margins of tens of seconds: the clock is the real one (the backend's SDK re-checks the
+        # window too), and a loaded machine can take seconds between signing and checking.
+        for offset, code in ((-330, "token_too_old"), (330, "not_yet_valid")):
             ident = new_id()
             body = body_for(provider, ident)
             headers = sign(provider, body, SECRETS[provider][1], ident, now + offset)
@@ -402,7 +404,7 @@ async def test_a_stale_or_future_timestamp_is_refused(provider: str) -> None:
             assert (status, answer["error"]) == (401, code)
         ident = new_id()
         body = body_for(provider, ident)
-        inside = sign(provider, body, SECRETS[provider][1], ident, now - 299)
+        inside = sign(provider, body, SECRETS[provider][1], ident, now - 240)
         assert (await g.post(f"/{provider}/keep", body, inside))[0] == 200
         assert len(g.backend.received) == 1
 
