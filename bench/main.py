@@ -53,6 +53,7 @@ class Options:
     token_rps: tuple[float, float] = (8000.0, 4000.0)
     sign_processes: int | None = None
     quiet: bool = False
+    compare: str | None = None  # a git revision whose jwksgate is measured too
 
 
 @dataclass
@@ -288,6 +289,20 @@ def snapshot(out: Path) -> dict[str, Any]:
     return info
 
 
+def export_revision(ref: str, out: Path) -> Path:
+    """``gateway/`` at git revision ``ref``, under ``out/compare/<short sha>``."""
+    git = ["git", "-C", str(ROOT)]
+    sha = subprocess.run([*git, "rev-parse", "--short", ref], capture_output=True, text=True,
+                         timeout=10, check=True).stdout.strip()  # fmt: skip
+    dest = out / "compare" / sha
+    if not (dest / "gateway").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run([*git, "archive", sha, "gateway"], capture_output=True,
+                                 timeout=60, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, timeout=60, check=True)
+    return dest
+
+
 def run(opts: Options) -> dict[str, Any]:
     """Check and measure every setup that can run here; returns (and writes) the results."""
     started = time.monotonic()
@@ -305,6 +320,12 @@ def run(opts: Options) -> dict[str, Any]:
     }
     say(opts, json.dumps(results["machine"]))
     wanted = [s for s in setups.SPECS if not opts.only or s.name in opts.only]
+    if opts.compare:
+        compared = export_revision(opts.compare, opts.out)
+        results["code"]["compared"] = {"ref": opts.compare, "commit": compared.name}
+        spec = setups.compare_spec(opts.compare, compared.name, compared)
+        at = next((i + 1 for i, s in enumerate(wanted) if s.name == "jwksgate"), len(wanted))
+        wanted.insert(at, spec)
     specs = []
     for spec in wanted:
         why = setups.missing_program(spec)
@@ -374,6 +395,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     p.add_argument("--token-rps", help="small,large: the most req/s a round has tokens for")
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also measure jwksgate (memory store) at git revision REF, e.g. main~1",
+    )
     a = p.parse_args(argv)
     opts = Options()
     if a.quick:
@@ -381,7 +407,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if a.tiny:
         opts = replace(opts, rounds=1, duration=1.0, warmup=0.0, concurrency=(2,),
                        bodies=(1024,), token_rps=(1500.0, 1500.0))  # fmt: skip
-    for name in ("rounds", "duration", "warmup", "loop"):
+    for name in ("rounds", "duration", "warmup", "loop", "compare"):
         value = getattr(a, name)
         if value is not None:
             opts = replace(opts, **{name: value})

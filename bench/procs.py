@@ -163,8 +163,10 @@ class Proc:
                 self.popen.wait(timeout=10)
 
 
-def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
-    """Start ``python -m ...`` (or another command) with stdout discarded, stderr to a log."""
+def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Proc:  # fmt: skip
+    """Start ``python -m ...`` (or another command) with stdout discarded, stderr to a log;
+    from ``cwd`` (another revision's code, ``--compare``) or the run's snapshot."""
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
     cmd = [sys.executable, *args] if args[0] == "-m" else args
@@ -177,7 +179,7 @@ def start(name: str, args: list[str], logdir: Path, env: dict[str, str] | None =
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, **(env or {})},
-            cwd=CODE_DIR,  # python -m bench.* and -m gateway import from here
+            cwd=cwd or CODE_DIR,  # python -m bench.* and -m gateway import from here
         )
     return Proc(name=name, popen=popen, log=log)
 

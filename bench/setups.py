@@ -20,7 +20,17 @@ from typing import Any
 
 from bench import peer_configs, procs, tokens
 
-__all__ = ["CHECKS", "SPECS", "Context", "Running", "SetupSpec", "missing_program", "start_setup"]
+__all__ = [
+    "CHECKS",
+    "COMPARED",
+    "SPECS",
+    "Context",
+    "Running",
+    "SetupSpec",
+    "compare_spec",
+    "missing_program",
+    "start_setup",
+]
 
 # What a verifying peer can be asked to refuse, besides answering a valid push.
 CHECKS = ("no_token", "bad_signature", "expired", "wrong_audience", "body_hash", "replay")
@@ -40,6 +50,8 @@ class SetupSpec:
     workers: int = 1
     # What it cannot check, in words, for the report.
     cannot: str = ""
+    # Where its gateway/ is imported from, when not the run's snapshot (``--compare``).
+    code: Path | None = None
 
     @property
     def fresh_tokens(self) -> bool:
@@ -73,6 +85,9 @@ SPECS: tuple[SetupSpec, ...] = (
               workers=2),
 )  # fmt: skip
 
+# The name of the ``--compare`` setup.
+COMPARED = "jwksgate@compared"
+
 _PROGRAMS = {
     "nginx": ("nginx", "Debian package nginx"),
     "apache": ("apache2", "Debian packages apache2 libapache2-mod-auth-openidc"),
@@ -82,6 +97,12 @@ _PROGRAMS = {
 
 def _which(program: str) -> str | None:
     return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+
+
+def compare_spec(ref: str, sha: str, code: Path) -> SetupSpec:
+    """jwksgate (memory store) at another revision, measured beside this one (``--compare``)."""
+    return SetupSpec(COMPARED, f"jwksgate at {ref} ({sha}), memory replay store", "jwksgate",
+                     enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", code=code)  # fmt: skip
 
 
 def missing_program(spec: SetupSpec) -> str | None:
@@ -258,7 +279,8 @@ def _start_jwksgate(ctx: Context, spec: SetupSpec, logdir: Path) -> Running:
     # JSON is YAML: the loader reads it as written.
     cfg.write_text(json.dumps(jwksgate_config(ctx, spec, port, admin, redis_url), indent=2))
     env = {"JWKSGATE_EVENT_LOOP": ctx.loop}
-    p = procs.start(spec.name, ["-m", "gateway", "run", "--config", str(cfg)], logdir, env=env)
+    args = ["-m", "gateway", "run", "--config", str(cfg)]
+    p = procs.start(spec.name, args, logdir, env=env, cwd=spec.code)
     running = Running(spec, f"http://127.0.0.1:{port}", [p, *started])
     try:
         procs.wait_http_ok(f"http://127.0.0.1:{admin}/readyz", proc=p)
