@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway import admission, handshake
@@ -26,7 +25,7 @@ from gateway.metrics import Metrics
 from gateway.replay import MemoryReplayStore, ReplayStore
 from gateway.runtime import Runtime, Runtimes
 from gateway.token_from import forwarded_path
-from gateway.upstream import Sending
+from gateway.upstream import Answer, Sending
 
 __all__ = ["Pipeline"]
 
@@ -130,11 +129,15 @@ class Pipeline:
         up = await self._open(request, rt, attempt, verified, body, up_started)
         attempt.upstream_status = up.status
         if key is not None:
-            # Shielded: a cancellation (the drain's grace) must not leave the key reserved.
-            if up.status >= 500 or up.status in _NOT_TAKEN:
-                await self._settle(self.store.release(key))
-            else:
-                await self._settle(self.store.commit(key, verified.replay_ttl))
+            try:
+                # Shielded: a cancellation (the drain's grace) must not leave the key reserved.
+                if up.status >= 500 or up.status in _NOT_TAKEN:
+                    await self._settle(self.store.release(key))
+                else:
+                    await self._settle(self.store.commit(key, verified.replay_ttl))
+            except BaseException:
+                up.release()  # cancelled meanwhile: the connection is not left taken
+                raise
         try:
             # The backend's status line has arrived: whatever happens to the rest of its answer,
             # the push was taken and its key is never released from here on.
@@ -151,7 +154,7 @@ class Pipeline:
         verified: Verified,
         body: bytes,
         up_started: float,
-    ) -> aiohttp.ClientResponse:
+    ) -> Answer:
         """Send the verified push; until its status line arrives, any failure releases its key."""
         headers, omitted = upstream_headers(
             request.headers,

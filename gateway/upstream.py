@@ -1,91 +1,83 @@
-"""The client session to the backend: send a verified push, relay its answer.
+"""The backend: send a verified push, relay its answer.
 
-aiohttp's client errors end here: ``open`` and ``relay`` turn them into a ``Rejection``
-(``upstream_unavailable``, ``upstream_timeout``) or, once the backend's status line has arrived,
-into a cut-short answer that keeps the backend's status.
+The request goes out on ``gateway.upstream_pool``'s persistent connections. Its failures end
+here: ``open`` and ``relay`` turn them into a ``Rejection`` (``upstream_unavailable``,
+``upstream_timeout``) or, once the backend's status line has arrived, into a cut-short answer
+that keeps the backend's status. ``timeout_seconds`` bounds the whole exchange, from the wait for
+a pooled connection to the last byte of the answer; ``connect_timeout_seconds`` a new connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
 from gateway.forward_headers import REQUEST_ID_HEADER, response_headers
+from gateway.upstream_pool import Answer, ConnectionPool, Sending, request_head
 
-__all__ = ["Sending", "Upstream"]
+__all__ = ["Answer", "Sending", "Upstream"]
 
 log = logging.getLogger("jwksgate")
 
 # Responses up to this size are read whole (cheaper); larger or unsized ones are streamed.
 _BUFFERED_RESPONSE_BYTES = 256 * 1024
-_URL_CACHE_SIZE = 256
+_TARGET_CACHE_SIZE = 256
+# What a broken exchange raises: the connection (OSError, aiohttp's ServerDisconnectedError and
+# payload errors) or the backend's bytes (HttpProcessingError: not HTTP/1.x, a header too long).
+_BROKEN = (aiohttp.ClientError, OSError, HttpProcessingError, ValueError)
 
 
-@dataclass(slots=True)
-class Sending:
-    """How far one request to the backend got. ``sent`` turns true once a connection is open and
-    the request is being written to it: from then on, until the status line arrives, a failure
-    is ambiguous (the backend may have the whole request and act on it)."""
-
-    sent: bool = False
-
-
-async def _on_request_sent(
-    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
-) -> None:
-    if isinstance(ctx.trace_request_ctx, Sending):
-        ctx.trace_request_ctx.sent = True
+def _tls_context(cfg: UpstreamConfig) -> ssl.SSLContext:
+    tls = ssl.create_default_context(cafile=cfg.ca_file)
+    if cfg.client_cert_file and cfg.client_key_file:
+        tls.load_cert_chain(cfg.client_cert_file, cfg.client_key_file)
+    return tls
 
 
 class Upstream:
-    """One pooled client session to the backend."""
+    """The backend of one configuration: its connection pool and its timeouts."""
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.cfg = cfg
-        self._urls: dict[str, URL] = {}
-        tls: ssl.SSLContext | bool = True
-        if cfg.ca_file or cfg.client_cert_file:
-            tls = ssl.create_default_context(cafile=cfg.ca_file)
-            if cfg.client_cert_file and cfg.client_key_file:
-                tls.load_cert_chain(cfg.client_cert_file, cfg.client_key_file)
-        self.timeout = aiohttp.ClientTimeout(
-            total=cfg.timeout_seconds, sock_connect=cfg.connect_timeout_seconds
-        )
-        # The one trace hook: whether the request was written (a failure before that, connecting
-        # or waiting for a pooled connection, is certain not to have reached the backend).
-        sent = aiohttp.TraceConfig()
-        sent.on_request_headers_sent.append(_on_request_sent)
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=cfg.max_connections, ssl=tls),
-            trace_configs=[sent],
-            # The body goes back byte for byte: never decompress, never add headers.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+        url = URL(cfg.url)
+        assert url.host is not None and url.port is not None
+        self._base = url
+        # The Host header aiohttp's client sent: host[:port], the port only if not the default.
+        self.host = url.host_port_subcomponent or url.host
+        self._targets: dict[str, str] = {}
+        self.pool = ConnectionPool(
+            url.host,
+            url.port,
+            _tls_context(cfg) if url.scheme == "https" else None,
+            cfg.max_connections,
+            cfg.connect_timeout_seconds,
         )
 
-    def _url(self, path_qs: str) -> URL:
-        # encoded=True: the path and query go out exactly as received; yarl would otherwise
-        # requote them (%7E -> ~, %c3 -> %C3). Parsed URLs are kept for the paths pushes
-        # usually reuse; the bound keeps a sender varying its query from growing the cache.
-        url = self._urls.get(path_qs)
-        if url is None:
-            url = URL(self.cfg.url + path_qs, encoded=True)
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[path_qs] = url
-        return url
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
+
+    def _target(self, path_qs: str) -> str:
+        # The path and query go out exactly as received, after the URL's own path (if any).
+        # Kept for the paths pushes usually reuse; the bound keeps a sender varying its query
+        # from growing the cache.
+        target = self._targets.get(path_qs)
+        if target is None:
+            target = URL(self.cfg.url + path_qs, encoded=True).raw_path_qs
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[path_qs] = target
+        return target
 
     async def open(
         self,
@@ -94,28 +86,30 @@ class Upstream:
         headers: CIMultiDict[str],
         body: bytes,
         sending: Sending | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Answer:
         """Send the request; return once the backend's status and headers have arrived.
         ``sending`` is told whether the request was written, whatever happens next."""
+        if sending is None:
+            sending = Sending()
         try:
-            return await self.session.request(
-                method,
-                self._url(path_qs),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=self.timeout,
-                trace_request_ctx=sending,
-            )
+            head = request_head(method, self._target(path_qs), self.host, headers, len(body))
+            deadline = asyncio.get_running_loop().time() + self.cfg.timeout_seconds
+            async with asyncio.timeout_at(deadline):
+                answer = await self.pool.exchange(
+                    head, body, skip_body=method == "HEAD", sending=sending
+                )
         except TimeoutError:
             raise Rejection("upstream_timeout", "the backend did not answer in time") from None
-        except (aiohttp.ClientError, OSError) as e:
+        except _BROKEN as e:
             raise Rejection(
                 "upstream_unavailable", f"the backend cannot be reached ({type(e).__name__})"
             ) from None
+        # The rest of the answer is read within what is left of the exchange's bound.
+        answer.deadline = deadline
+        return answer
 
     async def relay(
-        self, request: web.BaseRequest, up: aiohttp.ClientResponse, request_id: str
+        self, request: web.BaseRequest, up: Answer, request_id: str
     ) -> web.StreamResponse:
         """The backend's response, unchanged but for hop-by-hop headers and ``X-Request-Id``,
         which is the gateway's (the id the backend was sent and the access line names).
@@ -135,7 +129,7 @@ class Upstream:
                 return resp
             if size is not None and size <= _BUFFERED_RESPONSE_BYTES:
                 try:
-                    body = await _answer_part(up.read)
+                    body = await _answer_part(up.read, up.deadline)
                 except Rejection as e:
                     await resp.prepare(request)
                     _cut_short(request, e)
@@ -143,7 +137,7 @@ class Upstream:
                 return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
             await resp.prepare(request)
             try:
-                while chunk := await _answer_part(up.content.readany):
+                while chunk := await _answer_part(up.content.readany, up.deadline):
                     await resp.write(chunk)
                 await resp.write_eof()
             except (Rejection, ConnectionError, aiohttp.ClientConnectionResetError) as e:
@@ -153,7 +147,7 @@ class Upstream:
             up.release()
 
     async def close(self) -> None:
-        await self.session.close()
+        self.pool.close()
 
 
 def _cut_short(request: web.BaseRequest, e: Exception) -> None:
@@ -163,11 +157,13 @@ def _cut_short(request: web.BaseRequest, e: Exception) -> None:
     request.protocol.force_close()
 
 
-async def _answer_part(read: Callable[[], Awaitable[bytes]]) -> bytes:
-    """Read (part of) the backend's answer; a broken or stalled answer becomes a Rejection."""
+async def _answer_part(read: Callable[[], Awaitable[bytes]], deadline: float) -> bytes:
+    """Read (part of) the backend's answer by ``deadline``; a broken or stalled answer becomes a
+    Rejection."""
     try:
-        return await read()
+        async with asyncio.timeout_at(deadline):
+            return await read()
     except TimeoutError:
         raise Rejection("upstream_timeout", "the backend's answer stalled") from None
-    except (aiohttp.ClientError, OSError):
+    except _BROKEN:
         raise Rejection("upstream_unavailable", "the backend's answer broke off") from None

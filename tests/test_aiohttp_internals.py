@@ -1,4 +1,5 @@
-"""The aiohttp private names gateway/listener.py relies on exist on the installed aiohttp.
+"""The aiohttp private names gateway/listener.py and gateway/upstream_pool.py rely on exist on
+the installed aiohttp.
 
 The listener subclasses ``RequestHandler`` and ``web.Server`` and reads or sets private
 attributes; pyproject allows any aiohttp 3.14.x. A rename in an upgrade would otherwise not fail
@@ -56,3 +57,23 @@ async def test_server_still_keeps_loop_and_kwargs() -> None:
 
 def test_stream_writer_still_counts_its_output() -> None:
     assert "output_size" in dir(StreamWriter)
+
+
+# What gateway/upstream_pool.py uses of aiohttp's client protocol.
+RESPONSE_HANDLER_NAMES = ("set_response_params", "read", "is_connected", "close", "should_close")
+
+
+@pytest.mark.parametrize("name", RESPONSE_HANDLER_NAMES)
+def test_response_handler_still_has(name: str) -> None:
+    from aiohttp.client_proto import ResponseHandler
+
+    assert hasattr(ResponseHandler, name), f"aiohttp ResponseHandler lost {name}"
+
+
+def test_response_handler_still_takes_the_parameters_the_pool_sets() -> None:
+    from aiohttp.client_proto import ResponseHandler
+
+    params = set(inspect.signature(ResponseHandler.set_response_params).parameters)
+    wanted = {"skip_payload", "auto_decompress", "read_bufsize", "max_line_size",
+              "max_field_size", "max_headers"}  # fmt: skip
+    assert wanted <= params

@@ -547,7 +547,7 @@ async def test_any_failure_to_send_is_a_retryable_502_and_the_token_is_kept(
     async with reloading(tmp_path / "config.yaml") as r, aiohttp.ClientSession() as http:
         assert r.w.running is not None
         gw = r.w.running.gateway
-        await gw.upstream.session.close()
+        await gw.upstream.close()
         token = r.w.token(BODY, sub="agent-9")
         reply = await r.push(http, token=token)
         assert reply.outcome == (502, "upstream_unavailable")
@@ -569,10 +569,10 @@ async def test_a_replaced_upstream_is_closed_only_when_its_last_request_is_done(
     retired = {upstream}
     closer = asyncio.ensure_future(_close_when_unused(old, 30.0, retired))
     await asyncio.sleep(0.5)
-    assert not upstream.session.closed  # a request started under `old` is still running
+    assert not upstream.closed  # a request started under `old` is still running
     old.users = 0
     await asyncio.wait_for(closer, 5)
-    assert upstream.session.closed and retired == set()
+    assert upstream.closed and retired == set()
 
 
 def test_shutdown_grace_and_listen_need_a_restart() -> None:

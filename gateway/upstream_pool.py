@@ -1,0 +1,253 @@
+"""Persistent HTTP/1.1 connections to the one backend, and one request-answer exchange on them.
+
+A proxy to a single fixed backend needs little of what aiohttp's ``ClientSession`` does per
+request (URL joining, a cookie jar, trace signals, connector keys, ``ClientRequest`` and
+``ClientResponse`` objects): about a fifth of a verified push's CPU went there. This module keeps
+the part that must be right, aiohttp's own response protocol and C parser (``ResponseHandler``:
+status line and header limits, chunked and close-delimited bodies, 1xx answers, keep-alive), and
+does the rest itself: the request is written as one buffer, the connection is taken from a LIFO
+pool of at most ``max_connections`` and put back only when its answer was read to the end and
+nothing says it must close.
+
+Nothing here decides what a failure means for the push: ``gateway.upstream`` maps the exceptions
+(``OSError``, ``aiohttp.ClientError``, ``HttpProcessingError``, ``TimeoutError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["Answer", "ConnectTimeout", "ConnectionPool", "PoolClosed", "Sending", "request_head"]
+
+# An idle connection older than this is not reused (a backend's own keep-alive timeout may be
+# about to close it: a request written into that race is lost with it); aiohttp's default.
+KEEPALIVE_SECONDS = 15.0
+# aiohttp's client limits for the backend's status line and headers.
+_MAX_LINE = 8190
+_MAX_HEADERS = 128
+_READ_BUFSIZE = 2**16
+# Methods that carry no body unless given one: no "Content-Length: 0" (what aiohttp sends).
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Control characters but tab: never written into a request head (header injection).
+_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class Sending:
+    """How far one request to the backend got. ``sent`` turns true once a connection is open and
+    the request is being written to it: from then on, until the status line arrives, a failure
+    is ambiguous (the backend may have the whole request and act on it)."""
+
+    sent: bool = False
+
+
+class ConnectTimeout(ConnectionError):
+    """No connection to the backend within ``connect_timeout_seconds``."""
+
+
+class PoolClosed(ConnectionError):
+    """The pool was closed (its upstream was replaced or the gateway is stopping)."""
+
+
+def request_head(
+    method: str, target: str, host: str, headers: CIMultiDict[str], body_length: int
+) -> bytes:
+    """The request line and headers, as aiohttp's client would write them (``Host`` from the
+    backend's URL, ``Content-Length`` of the body); a control character anywhere is refused."""
+    if _FORBIDDEN_RE.search(method + target + "".join([k + v for k, v in headers.items()])):
+        raise ValueError("a control character in the request line or a header")
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in headers.items()]
+    if body_length or method not in _BODYLESS_METHODS:
+        lines.append(f"Content-Length: {body_length}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8")
+
+
+@dataclass(slots=True)
+class Answer:
+    """The backend's status line and headers; the body is read from ``content``, and
+    ``release`` must be called once (the connection goes back to the pool or is closed)."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    content: StreamReader
+    conn: ResponseHandler
+    pool: ConnectionPool
+    # Loop time by which the whole answer must have been read (set by ``Upstream.open``).
+    deadline: float = field(default=0.0)
+    released: bool = field(default=False)
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        self.pool.put_back(self.conn, reusable=self.content.is_eof())
+
+
+class ConnectionPool:
+    """At most ``limit`` connections to ``host:port``; idle ones reused newest first."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        limit: int,
+        connect_timeout: float,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.closed = False
+        # (connection, loop time it became idle), oldest first.
+        self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
+        self._count = 0  # open or opening connections, idle ones included
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def open_connections(self) -> int:
+        return self._count
+
+    async def exchange(
+        self, head: bytes, body: bytes, *, skip_body: bool, sending: Sending
+    ) -> Answer:
+        """Write the request on a pooled (or new) connection; return once the backend's final
+        status line and headers have arrived. ``sending.sent`` is set just before
+        the write."""
+        conn = await self._acquire()
+        try:
+            conn.set_response_params(
+                skip_payload=skip_body,
+                auto_decompress=False,
+                read_bufsize=_READ_BUFSIZE,
+                max_line_size=_MAX_LINE,
+                max_field_size=_MAX_LINE,
+                max_headers=_MAX_HEADERS,
+            )
+            transport = conn.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the connection to the backend closed")
+            sending.sent = True
+            if len(body) <= 16384:
+                transport.write(head + body)
+            else:
+                transport.writelines((head, body))
+            while True:
+                message, payload = await conn.read()
+                # 1xx answers (100 Continue, 103 Early Hints) precede the real one; 101 is final.
+                if not 100 <= message.code <= 199 or message.code == 101:
+                    break
+            return Answer(
+                status=message.code,
+                reason=message.reason,
+                headers=message.headers,
+                content=payload,
+                conn=conn,
+                pool=self,
+            )
+        except BaseException:
+            self.put_back(conn, reusable=False)
+            raise
+
+    async def _acquire(self) -> ResponseHandler:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.closed:
+                raise PoolClosed("the connection pool to the backend is closed")
+            now = loop.time()
+            while self._idle:
+                conn, since = self._idle.pop()
+                if (
+                    now - since < KEEPALIVE_SECONDS
+                    and conn.is_connected()
+                    and not conn.should_close
+                ):
+                    return conn
+                self._discard(conn)
+            if self._count < self.limit:
+                break
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self._count += 1
+        try:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    transport, conn = await loop.create_connection(
+                        lambda: ResponseHandler(loop),
+                        self.host,
+                        self.port,
+                        ssl=self.tls,
+                        server_hostname=self.host if self.tls is not None else None,
+                    )
+            except TimeoutError:
+                # Certain not to have reached the backend: unavailable, not a slow answer.
+                raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
+        except BaseException:
+            self._count -= 1
+            self._wake()
+            raise
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    def put_back(self, conn: ResponseHandler, *, reusable: bool) -> None:
+        """Return a connection after its exchange: kept when its answer was read to the end and
+        neither side asked to close, closed otherwise."""
+        if reusable and not self.closed and conn.is_connected() and not conn.should_close:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self._idle.append((conn, now))
+            # Idle connections past the keep-alive time are closed as others come back.
+            while self._idle and now - self._idle[0][1] >= KEEPALIVE_SECONDS:
+                self._discard(self._idle.popleft()[0])
+        else:
+            self._discard(conn)
+        self._wake()
+
+    def _discard(self, conn: ResponseHandler) -> None:
+        conn.close()
+        self._count -= 1
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when their exchange ends."""
+        self.closed = True
+        while self._idle:
+            self._discard(self._idle.pop()[0])
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
