@@ -94,18 +94,15 @@ class Upstream:
         try:
             head = request_head(method, self._target(path_qs), self.host, headers, len(body))
             deadline = asyncio.get_running_loop().time() + self.cfg.timeout_seconds
-            async with asyncio.timeout_at(deadline):
-                answer = await self.pool.exchange(
-                    head, body, skip_body=method == "HEAD", sending=sending
-                )
+            answer = await self.pool.exchange(
+                head, body, skip_body=method == "HEAD", sending=sending, deadline=deadline
+            )
         except TimeoutError:
             raise Rejection("upstream_timeout", "the backend did not answer in time") from None
         except _BROKEN as e:
             raise Rejection(
                 "upstream_unavailable", f"the backend cannot be reached ({type(e).__name__})"
             ) from None
-        # The rest of the answer is read within what is left of the exchange's bound.
-        answer.deadline = deadline
         return answer
 
     async def relay(
@@ -129,7 +126,7 @@ class Upstream:
                 return resp
             if size is not None and size <= _BUFFERED_RESPONSE_BYTES:
                 try:
-                    body = await _answer_part(up.read, up.deadline)
+                    body = await _answer_part(up.read)
                 except Rejection as e:
                     await resp.prepare(request)
                     _cut_short(request, e)
@@ -137,7 +134,7 @@ class Upstream:
                 return web.Response(status=up.status, reason=up.reason, headers=headers, body=body)
             await resp.prepare(request)
             try:
-                while chunk := await _answer_part(up.content.readany, up.deadline):
+                while chunk := await _answer_part(up.content.readany):
                     await resp.write(chunk)
                 await resp.write_eof()
             except (Rejection, ConnectionError, aiohttp.ClientConnectionResetError) as e:
@@ -157,12 +154,11 @@ def _cut_short(request: web.BaseRequest, e: Exception) -> None:
     request.protocol.force_close()
 
 
-async def _answer_part(read: Callable[[], Awaitable[bytes]], deadline: float) -> bytes:
-    """Read (part of) the backend's answer by ``deadline``; a broken or stalled answer becomes a
-    Rejection."""
+async def _answer_part(read: Callable[[], Awaitable[bytes]]) -> bytes:
+    """Read (part of) the backend's answer (the pool fails it past the exchange's deadline); a
+    broken or stalled answer becomes a Rejection."""
     try:
-        async with asyncio.timeout_at(deadline):
-            return await read()
+        return await read()
     except TimeoutError:
         raise Rejection("upstream_timeout", "the backend's answer stalled") from None
     except _BROKEN:

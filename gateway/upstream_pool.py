@@ -9,6 +9,11 @@ does the rest itself: the request is written as one buffer, the connection is ta
 pool of at most ``max_connections`` and put back only when its answer was read to the end and
 nothing says it must close.
 
+Deadlines cost no timer per push: each exchange's deadline (``timeout_seconds`` from its start,
+covering the wait for a connection, the request and the whole answer) is checked by one sweep,
+ten times a second while anything is in flight, which fails the overdue wait or read with
+``TimeoutError``. A timeout fires up to ``SWEEP_SECONDS`` late.
+
 Nothing here decides what a failure means for the push: ``gateway.upstream`` maps the exceptions
 (``OSError``, ``aiohttp.ClientError``, ``HttpProcessingError``, ``TimeoutError``).
 """
@@ -31,6 +36,8 @@ __all__ = ["Answer", "ConnectTimeout", "ConnectionPool", "PoolClosed", "Sending"
 # An idle connection older than this is not reused (a backend's own keep-alive timeout may be
 # about to close it: a request written into that race is lost with it); aiohttp's default.
 KEEPALIVE_SECONDS = 15.0
+# How often in-flight deadlines are checked (see the module doc).
+SWEEP_SECONDS = 0.1
 # aiohttp's client limits for the backend's status line and headers.
 _MAX_LINE = 8190
 _MAX_HEADERS = 128
@@ -84,8 +91,6 @@ class Answer:
     content: StreamReader
     conn: ResponseHandler
     pool: ConnectionPool
-    # Loop time by which the whole answer must have been read (set by ``Upstream.open``).
-    deadline: float = field(default=0.0)
     released: bool = field(default=False)
 
     @property
@@ -123,19 +128,23 @@ class ConnectionPool:
         # (connection, loop time it became idle), oldest first.
         self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
         self._count = 0  # open or opening connections, idle ones included
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Pushes waiting for a connection, with their deadlines, first come first served.
+        self._waiters: collections.deque[tuple[asyncio.Future[None], float]] = collections.deque()
+        # Connections in an exchange -> its deadline (and the answer's body, once it has one).
+        self._busy: dict[ResponseHandler, tuple[float, StreamReader | None]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def open_connections(self) -> int:
         return self._count
 
     async def exchange(
-        self, head: bytes, body: bytes, *, skip_body: bool, sending: Sending
+        self, head: bytes, body: bytes, *, skip_body: bool, sending: Sending, deadline: float
     ) -> Answer:
         """Write the request on a pooled (or new) connection; return once the backend's final
-        status line and headers have arrived. ``sending.sent`` is set just before
-        the write."""
-        conn = await self._acquire()
+        status line and headers have arrived. ``sending.sent`` is set just before the write.
+        ``deadline`` (loop time) bounds the exchange until the answer is released."""
+        conn = await self._acquire(deadline)
         try:
             conn.set_response_params(
                 skip_payload=skip_body,
@@ -148,6 +157,8 @@ class ConnectionPool:
             transport = conn.transport
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("the connection to the backend closed")
+            self._busy[conn] = (deadline, None)
+            self._arm()
             sending.sent = True
             if len(body) <= 16384:
                 transport.write(head + body)
@@ -158,6 +169,7 @@ class ConnectionPool:
                 # 1xx answers (100 Continue, 103 Early Hints) precede the real one; 101 is final.
                 if not 100 <= message.code <= 199 or message.code == 101:
                     break
+            self._busy[conn] = (deadline, payload)
             return Answer(
                 status=message.code,
                 reason=message.reason,
@@ -170,7 +182,7 @@ class ConnectionPool:
             self.put_back(conn, reusable=False)
             raise
 
-    async def _acquire(self) -> ResponseHandler:
+    async def _acquire(self, deadline: float) -> ResponseHandler:
         loop = asyncio.get_running_loop()
         while True:
             if self.closed:
@@ -178,26 +190,29 @@ class ConnectionPool:
             now = loop.time()
             while self._idle:
                 conn, since = self._idle.pop()
-                if (
-                    now - since < KEEPALIVE_SECONDS
-                    and conn.is_connected()
-                    and not conn.should_close
-                ):
+                fresh = now - since < KEEPALIVE_SECONDS
+                if fresh and conn.is_connected() and not conn.should_close:
                     return conn
                 self._discard(conn)
             if self._count < self.limit:
                 break
+            if now >= deadline:
+                raise TimeoutError("no connection to the backend came free in time")
             waiter = loop.create_future()
-            self._waiters.append(waiter)
+            entry = (waiter, deadline)
+            self._waiters.append(entry)
+            self._arm()
             try:
                 await waiter
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
         self._count += 1
         try:
+            # The exchange's deadline bounds the connect too, when it is the nearer one.
+            left = deadline - loop.time()
             try:
-                async with asyncio.timeout(self.connect_timeout):
+                async with asyncio.timeout(min(self.connect_timeout, left)):
                     transport, conn = await loop.create_connection(
                         lambda: ResponseHandler(loop),
                         self.host,
@@ -206,6 +221,8 @@ class ConnectionPool:
                         server_hostname=self.host if self.tls is not None else None,
                     )
             except TimeoutError:
+                if left <= self.connect_timeout:
+                    raise
                 # Certain not to have reached the backend: unavailable, not a slow answer.
                 raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
         except BaseException:
@@ -217,9 +234,31 @@ class ConnectionPool:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
+    def _arm(self) -> None:
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        """Fail every wait and read past its deadline with ``TimeoutError``."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        for conn, (deadline, content) in list(self._busy.items()):
+            if deadline <= now:
+                del self._busy[conn]
+                error = TimeoutError("the backend's answer did not end in time")
+                conn.set_exception(error)  # the wait for the status line; never reused
+                if content is not None:
+                    content.set_exception(error)  # the read of the body
+        for waiter, deadline in self._waiters:
+            if deadline <= now and not waiter.done():
+                waiter.set_exception(TimeoutError("no connection came free in time"))
+        if self._busy or self._waiters:
+            self._arm()
+
     def put_back(self, conn: ResponseHandler, *, reusable: bool) -> None:
         """Return a connection after its exchange: kept when its answer was read to the end and
         neither side asked to close, closed otherwise."""
+        self._busy.pop(conn, None)
         if reusable and not self.closed and conn.is_connected() and not conn.should_close:
             loop = asyncio.get_running_loop()
             now = loop.time()
@@ -237,7 +276,7 @@ class ConnectionPool:
 
     def _wake(self) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -247,7 +286,7 @@ class ConnectionPool:
         self.closed = True
         while self._idle:
             self._discard(self._idle.pop()[0])
-        for waiter in self._waiters:
+        for waiter, _ in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()

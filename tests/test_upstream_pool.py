@@ -78,6 +78,8 @@ async def backend(
                 await writer.drain()
                 if hang_up or b"connection: close" in out.lower():
                     return
+        except asyncio.CancelledError:
+            return  # the backend stops (a cancelled handler would be logged as an error)
         finally:
             seen.open_now -= 1
             writer.close()
@@ -270,7 +272,7 @@ async def test_a_closed_pool_refuses_new_exchanges_and_wakes_its_waiters() -> No
         assert await first == (200, b"ok")  # the one in flight finishes
         assert up.pool.open_connections == 0  # and its connection is closed, not kept
     with pytest.raises(PoolClosed):
-        await up.pool.exchange(b"", b"", skip_body=False, sending=Sending())
+        await up.pool.exchange(b"", b"", skip_body=False, sending=Sending(), deadline=1e18)
 
 
 async def test_a_connection_that_cannot_be_made_in_time_is_unavailable_and_never_sent() -> None:
@@ -295,3 +297,47 @@ async def test_a_connection_that_cannot_be_made_in_time_is_unavailable_and_never
     finally:
         for s in (*fillers, server):
             s.close()
+
+
+async def test_a_push_waiting_for_a_connection_times_out_unsent() -> None:
+    gate = asyncio.Event()
+    async with backend(hold=gate) as (port, seen):
+        up = upstream(port, max_connections=1)
+        pool, now = up.pool, asyncio.get_running_loop().time()
+        head = request_head("POST", "/", "h", CIMultiDict(), 1)
+        first = asyncio.ensure_future(
+            pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=now + 10)
+        )
+        await asyncio.sleep(0.05)
+        sending = Sending()
+        with pytest.raises(TimeoutError):  # waits for the only connection, past its deadline
+            await pool.exchange(head, b"x", skip_body=False, sending=sending, deadline=now + 0.3)
+        assert not sending.sent and len(seen.requests) == 1  # it never reached the backend
+        gate.set()
+        answer = await first
+        assert answer.status == 200 and await answer.read() == b"ok"
+        answer.release()
+        await up.close()
+
+
+async def test_a_body_that_stalls_fails_its_read_at_the_deadline() -> None:
+    stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    async with backend(lambda _h: stalled) as (port, _seen):
+        up = upstream(port, timeout_seconds=0.3)
+        answer = await up.open("POST", "/", CIMultiDict(), b"x")
+        assert answer.status == 200
+        with pytest.raises(TimeoutError):
+            while await answer.content.readany():
+                pass
+        answer.release()
+        assert up.pool.open_connections == 0
+        await up.close()
+
+
+async def test_the_deadline_sweep_stops_when_nothing_is_in_flight() -> None:
+    async with backend() as (port, _seen):
+        up = upstream(port)
+        assert await push(up) == (200, b"ok")
+        await asyncio.sleep(3 * upstream_pool.SWEEP_SECONDS)
+        assert up.pool._sweep is None  # no timer left running for an idle pool
+        await up.close()
