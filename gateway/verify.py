@@ -195,7 +195,31 @@ def _prefix_matches(prefix: str, path: str) -> bool:
     return path.startswith(base + "/") or path == base
 
 
+# candidates' answers per (issuers, path): a request asks twice (owners, then the JWT
+# authenticator), and a sender's few paths ask again and again. Each entry holds the issuers
+# object, so its id is never reused under it; past the bound (many paths, or an attacker's
+# random ones) they are dropped all at once.
+MAX_ROUTES = 1024
+_ROUTES: dict[tuple[int, str], tuple[tuple[IssuerConfig, ...], tuple[IssuerConfig, ...]]] = {}
+
+
 def candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]:
+    """``_candidates``, kept per (issuers, path) for a config's issuers (a tuple: it cannot
+    change under its entry); the caller's list is its own."""
+    if type(issuers) is not tuple:
+        return _candidates(issuers, path)
+    key = (id(issuers), path)
+    hit = _ROUTES.get(key)
+    if hit is not None and hit[0] is issuers:
+        return list(hit[1])
+    found = _candidates(issuers, path)
+    if len(_ROUTES) >= MAX_ROUTES:
+        _ROUTES.clear()
+    _ROUTES[key] = (issuers, tuple(found))
+    return found
+
+
+def _candidates(issuers: Sequence[IssuerConfig], path: str) -> list[IssuerConfig]:
     """The issuers of the longest ``path_prefix`` that covers ``path``, in config order.
 
     The longest matching prefix owns its whole subtree: with issuers on ``/hooks`` and
