@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import math
@@ -275,7 +276,7 @@ def check_header(header: Mapping[str, Any], issuer: IssuerConfig) -> tuple[str, 
         raise Rejection("malformed_token", "encrypted or compressed tokens are not accepted")
     typ = header.get("typ")
     if "typ" in header:  # a null typ is present, and not one of the allowed types
-        allowed = {t.lower() for t in issuer.allowed_types}
+        allowed = _lowered(issuer.allowed_types)
         t = typ.lower() if isinstance(typ, str) else None
         if t is None or (t not in allowed and t.removeprefix("application/") not in allowed):
             raise Rejection("disallowed_type", "the token's typ is not accepted")
@@ -290,6 +291,12 @@ def check_header(header: Mapping[str, Any], issuer: IssuerConfig) -> tuple[str, 
     if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
         raise Rejection("malformed_token", "the kid is not a string of 1-256 characters")
     return alg, kid
+
+
+@functools.lru_cache(maxsize=256)
+def _lowered(types: tuple[str, ...]) -> frozenset[str]:
+    """An issuer's allowed types, lower-cased: config values, made once (not per token)."""
+    return frozenset(t.lower() for t in types)
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:

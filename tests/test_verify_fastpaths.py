@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from gateway import token_from, verify
+from gateway.config import IssuerConfig
 from gateway.errors import Rejection
 from gateway.jsonstrict import loads_strict
 
@@ -182,3 +183,38 @@ def test_strict_json_objects_keep_member_order_and_values() -> None:
     assert loads_strict(doc) == json.loads(doc)
     assert list(loads_strict(doc)) == ["z", "a", "m"]
     assert type(loads_strict(doc)) is dict
+
+
+@pytest.mark.parametrize(
+    ("typ", "allowed", "ok"),
+    [
+        ("JWT", ("JWT",), True),
+        ("jwt", ("JWT",), True),
+        ("application/JWT", ("jwt",), True),
+        ("Application/Jwt", ("JWT",), True),
+        ("at+jwt", ("JWT", "AT+JWT"), True),
+        ("at+jwt", ("JWT",), False),
+        ("JOSE", ("JWT",), False),
+        (None, ("JWT",), False),
+    ],
+)
+def test_typ_is_one_of_the_allowed_types_whatever_their_case(
+    typ: str | None, allowed: tuple[str, ...], ok: bool
+) -> None:
+    issuer = IssuerConfig(name="s", jwks_url="https://s.test/j", allowed_types=allowed)
+    for _ in range(2):  # the second time from what was kept of the first
+        got = outcome(verify.check_header, {"alg": "RS256", "typ": typ, "kid": "k"}, issuer)
+        assert (got == ("RS256", "k")) == ok
+        if not ok:
+            assert got == ("disallowed_type", "the token's typ is not accepted")
+
+
+@pytest.mark.parametrize(
+    ("aud", "ok"),
+    [("b", True), (["x", "b"], True), (["x"], False), ([], False), ("B", False), ("", False)],
+)
+def test_aud_must_name_one_of_the_issuers_audiences(aud: Any, ok: bool) -> None:
+    issuer = IssuerConfig(name="s", jwks_url="https://s.test/j", audiences=("a", "b"))
+    claims = {"aud": aud, "iat": 1000.0, "exp": 1100.0, "jti": "j"}
+    got = outcome(verify.check_claims, claims, issuer, 1000.0)
+    assert got == (None if ok else ("bad_audience", "the token is not meant for this audience"))
