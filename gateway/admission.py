@@ -9,8 +9,8 @@ per issuer, the requests that wait for a JWKS refetch (counted by ``jwks_cache``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from gateway.config import LimitsConfig
@@ -113,28 +113,80 @@ def refetch_waiters(limits: LimitsConfig, jwt_issuers: int) -> int:
     return max(1, limits.max_inflight // (8 * max(1, jwt_issuers)))
 
 
+class _Slot:
+    """One ``max_inflight`` slot: taken on entry (or refused), given back on exit."""
+
+    __slots__ = ("admission", "limits")
+
+    def __init__(self, admission: Admission, limits: LimitsConfig) -> None:
+        self.admission = admission
+        self.limits = limits
+
+    def __enter__(self) -> None:
+        a = self.admission
+        if a.draining:
+            raise Rejection("shutting_down", "the gateway is shutting down; retry")
+        if a.inflight >= self.limits.max_inflight:
+            raise Rejection("overloaded", "too many requests in flight; retry shortly")
+        a.inflight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.admission.inflight -= 1
+
+
+class _BodyWait:
+    """A place in the unauthenticated body pool and in its issuer's share (``body_wait``)."""
+
+    __slots__ = ("admission", "body_signed_issuers", "issuer", "limits")
+
+    def __init__(
+        self, admission: Admission, limits: LimitsConfig, issuer: str, body_signed_issuers: int
+    ) -> None:
+        self.admission = admission
+        self.limits = limits
+        self.issuer = issuer
+        self.body_signed_issuers = body_signed_issuers
+
+    def __enter__(self) -> None:
+        a, issuer = self.admission, self.issuer
+        cap = unverified_cap(self.limits)
+        held = a.unverified_by_issuer.get(issuer, 0)
+        if a.unverified >= cap or held >= issuer_share(cap, self.body_signed_issuers):
+            raise Rejection(
+                "overloaded", "too many unauthenticated request bodies in flight; retry shortly"
+            )
+        a.unverified += 1
+        a.unverified_by_issuer[issuer] = held + 1
+
+    def __exit__(self, *exc: object) -> None:
+        a, issuer = self.admission, self.issuer
+        a.unverified -= 1
+        left = a.unverified_by_issuer[issuer] - 1
+        if left:
+            a.unverified_by_issuer[issuer] = left
+        else:
+            del a.unverified_by_issuer[issuer]
+
+
+# A request whose credential verified from its headers waits for its body outside the pool.
+_OUTSIDE_THE_POOL = nullcontext()
+
+
 @dataclass
 class Admission:
-    """The process-wide bounds: nothing new while draining, at most ``max_inflight`` at once."""
+    """The process-wide bounds: nothing new while draining, at most ``max_inflight`` at once.
+
+    The bounds are plain classes, not ``@contextmanager`` generators: two of them per request,
+    a generator each cost about 1.5 us."""
 
     draining: bool = False
     inflight: int = 0
     unverified: int = 0
     unverified_by_issuer: dict[str, int] = field(default_factory=dict)
 
-    @contextmanager
-    def slot(self, limits: LimitsConfig) -> Iterator[None]:
-        if self.draining:
-            raise Rejection("shutting_down", "the gateway is shutting down; retry")
-        if self.inflight >= limits.max_inflight:
-            raise Rejection("overloaded", "too many requests in flight; retry shortly")
-        self.inflight += 1
-        try:
-            yield
-        finally:
-            self.inflight -= 1
+    def slot(self, limits: LimitsConfig) -> AbstractContextManager[None]:
+        return _Slot(self, limits)
 
-    @contextmanager
     def body_wait(
         self,
         limits: LimitsConfig,
@@ -142,28 +194,11 @@ class Admission:
         authenticated: bool,
         issuer: str = "",
         body_signed_issuers: int = 1,
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Around the body read: a request not yet authenticated (its signature covers the
         body) waits in the smaller pool of ``unverified_cap``, and within it in ``issuer``'s
         share (:func:`issuer_share`); anyone can fill a share with slow bodies, but not another
         issuer's share nor the slots of senders whose credential already verified."""
         if authenticated:
-            yield
-            return
-        cap = unverified_cap(limits)
-        held = self.unverified_by_issuer.get(issuer, 0)
-        if self.unverified >= cap or held >= issuer_share(cap, body_signed_issuers):
-            raise Rejection(
-                "overloaded", "too many unauthenticated request bodies in flight; retry shortly"
-            )
-        self.unverified += 1
-        self.unverified_by_issuer[issuer] = held + 1
-        try:
-            yield
-        finally:
-            self.unverified -= 1
-            left = self.unverified_by_issuer[issuer] - 1
-            if left:
-                self.unverified_by_issuer[issuer] = left
-            else:
-                del self.unverified_by_issuer[issuer]
+            return _OUTSIDE_THE_POOL
+        return _BodyWait(self, limits, issuer, body_signed_issuers)

@@ -133,12 +133,13 @@ def forwarding_headers(
     chain = [*_list_items(incoming, "X-Forwarded-For"), client] if hops else [client]
     real = chain[-(hops + 1)] if len(chain) > hops else client
     # The gateway's own Forwarded element describes the hop it received (RFC 7239 section 4).
-    element = f"for={_forwarded_node(client)};host={_quoted(header_value(host))};proto={proto}"
+    shown_host = header_value(host)
+    element = f"for={_forwarded_node(client)};host={_quoted(shown_host)};proto={proto}"
     if not hops:
         return [
             ("X-Forwarded-For", client),
             ("X-Forwarded-Proto", proto),
-            ("X-Forwarded-Host", header_value(host)),
+            ("X-Forwarded-Host", shown_host),
             ("Forwarded", element),
             ("X-Real-IP", client),
         ]
@@ -175,35 +176,12 @@ def upstream_headers(
     provider's delivery id: from the verified body for Stripe and Slack, an unsigned header for
     GitHub, Shopify and GitLab), replacing any incoming copy; config.py refuses an ``add`` name
     that is a header the gateway sets itself."""
-    listed = _connection_tokens(incoming)
-    stripped = frozenset(_norm(h) for h in strip)
-    prefix = _norm(forward.header_prefix)
-    secrets: frozenset[str] = frozenset()
-    if issuer.static_token is not None and not forward.keep_token:
-        # The notification token is a credential, like Authorization: the backend never sees it.
-        secrets = frozenset(_norm(h) for h in issuer.static_token.headers)
-    location = issuer.token_from
-    kept = forward.keep_token or (issuer.type == "jwt" and location.keep_token)
-    if issuer.type == "jwt" and location.header is not None and not kept:
-        # The header that carried the JWT (token_from), like Authorization: never forwarded.
-        secrets = secrets | {_norm(location.header)}
-    # Authorization is a credential whoever sent it: kept only when it is the kept token.
-    keep_authorization = forward.keep_token or (
-        kept and (location.header or "").lower() == "authorization"
-    )
+    drop, prefix = _plan(forward, issuer, gateway_headers, strip)
+    listed = _connection_tokens(incoming) if "Connection" in incoming else _NOTHING
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        n = _norm(name)
-        if (
-            n in _HOP_BY_HOP
-            or n in listed
-            or n in _NOT_COPIED
-            or n in gateway_headers
-            or n.startswith(prefix)
-            or (n == "authorization" and not keep_authorization)
-            or n in secrets
-            or n in stripped
-        ):
+        n = name.lower().replace("_", "-")  # _norm, inline: once per inbound header
+        if n in drop or n in listed or n.startswith(prefix):
             continue
         out.add(name, value)
     for name, value in forwarding_headers(incoming, forward, client=client, proto=proto, host=host):
@@ -225,6 +203,55 @@ def upstream_headers(
     for name, value in add:
         out[name] = value
     return out, omitted
+
+
+_NOTHING: frozenset[str] = frozenset()
+# Plans kept, one per (forward, issuer, gateway headers, strip) in use: a handful per config;
+# past the bound (reloads) they are dropped all at once and made again.
+MAX_PLANS = 256
+_PLANS: dict[
+    tuple[int, int, int, tuple[str, ...]],
+    tuple[ForwardConfig, IssuerConfig, frozenset[str], frozenset[str], str],
+] = {}
+
+
+def _plan(
+    forward: ForwardConfig,
+    issuer: IssuerConfig,
+    gateway_headers: frozenset[str],
+    strip: Iterable[str],
+) -> tuple[frozenset[str], str]:
+    """The normalised names never copied to the backend and the claim header prefix, for one
+    issuer under one config: the same every request, so made once. Kept by the objects' ids;
+    each entry holds the objects themselves, so an id cannot be reused while its entry lives."""
+    strip = strip if isinstance(strip, tuple) else tuple(strip)
+    key = (id(forward), id(issuer), id(gateway_headers), strip)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is forward and hit[1] is issuer and hit[2] is gateway_headers:
+        return hit[3], hit[4]
+    secrets: set[str] = set()
+    if issuer.static_token is not None and not forward.keep_token:
+        # The notification token is a credential, like Authorization: the backend never sees it.
+        secrets.update(_norm(h) for h in issuer.static_token.headers)
+    location = issuer.token_from
+    kept = forward.keep_token or (issuer.type == "jwt" and location.keep_token)
+    if issuer.type == "jwt" and location.header is not None and not kept:
+        # The header that carried the JWT (token_from), like Authorization: never forwarded.
+        secrets.add(_norm(location.header))
+    # Authorization is a credential whoever sent it: kept only when it is the kept token.
+    keep_authorization = forward.keep_token or (
+        kept and (location.header or "").lower() == "authorization"
+    )
+    if not keep_authorization:
+        secrets.add("authorization")
+    drop = frozenset(
+        _HOP_BY_HOP | _NOT_COPIED | gateway_headers | secrets | {_norm(h) for h in strip}
+    )
+    prefix = _norm(forward.header_prefix)
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = (forward, issuer, gateway_headers, drop, prefix)
+    return drop, prefix
 
 
 # 128 bits of SHA-256: collision-free for any number of pushes a backend will ever keep.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,6 +68,50 @@ class JwksError(Exception):
     a failed fetch, never a dropped key."""
 
 
+# Checks one signature over the signing input; raises InvalidSignature (or ValueError) if not.
+_Check = Callable[[bytes, bytes], None]
+
+
+def _checker(key: PublicKey, alg: str) -> _Check:
+    """The signature check of ``key`` for ``alg``, with its hash, padding and signature
+    algorithm objects built once: per call they cost about as much as the rest of the
+    verification outside the RSA operation."""
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        edwards = key
+
+        def check_eddsa(signing_input: bytes, signature: bytes) -> None:
+            edwards.verify(signature, signing_input)
+
+        return check_eddsa
+    hash_type = _HASHES.get(alg[2:])
+    if isinstance(key, rsa.RSAPublicKey) and hash_type is not None:
+        rsa_key, digest = key, hash_type()
+        pad: padding.AsymmetricPadding
+        if alg.startswith("PS"):
+            pad = padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=digest.digest_size)
+        else:
+            pad = padding.PKCS1v15()
+
+        def check_rsa(signing_input: bytes, signature: bytes) -> None:
+            rsa_key.verify(signature, signing_input, pad, digest)
+
+        return check_rsa
+    size = _EC_SIG_BYTES.get(alg)
+    if isinstance(key, ec.EllipticCurvePublicKey) and hash_type is not None and size is not None:
+        ec_key, ecdsa = key, ec.ECDSA(hash_type())
+
+        def check_ecdsa(signing_input: bytes, signature: bytes) -> None:
+            # JWS carries ECDSA signatures as raw R||S of fixed size (RFC 7518 3.4), never DER.
+            if len(signature) != 2 * size:
+                raise InvalidSignature
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            ec_key.verify(encode_dss_signature(r, s), signing_input, ecdsa)
+
+        return check_ecdsa
+    raise ValueError(f"{alg} is not an algorithm of a {type(key).__name__}")
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyKey:
     """One usable public key and the algorithms it may verify.
@@ -81,12 +125,15 @@ class VerifyKey:
     algs: frozenset[str]
     public_key: PublicKey
     alg: str = field(default="")
+    # The check for ``alg``, made once per key and pinned copy (never per token).
+    _check: _Check = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.alg:
             object.__setattr__(self, "alg", min(self.algs))
         if self.alg not in self.algs:
             raise ValueError(f"{self.alg} is not one of the key's algorithms")
+        object.__setattr__(self, "_check", _checker(self.public_key, self.alg))
 
     def accepts(self, alg: str) -> bool:
         return alg in self.algs
@@ -97,30 +144,11 @@ class VerifyKey:
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         """True when ``signature`` is this key's ``alg`` signature over ``signing_input``."""
-        key = self.public_key
         try:
-            if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-                key.verify(signature, signing_input)
-                return True
-            digest = _HASHES[self.alg[2:]]()
-            if isinstance(key, rsa.RSAPublicKey):
-                pad: padding.AsymmetricPadding
-                if self.alg.startswith("PS"):
-                    pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-                else:
-                    pad = padding.PKCS1v15()
-                key.verify(signature, signing_input, pad, digest)
-                return True
-            size = _EC_SIG_BYTES[self.alg]
-            # JWS carries ECDSA signatures as raw R||S of fixed size (RFC 7518 3.4), never DER.
-            if len(signature) != 2 * size:
-                return False
-            r = int.from_bytes(signature[:size], "big")
-            s = int.from_bytes(signature[size:], "big")
-            key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-            return True
+            self._check(signing_input, signature)
         except (InvalidSignature, ValueError):
             return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)

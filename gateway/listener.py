@@ -167,12 +167,19 @@ class _Connection(RequestHandler):
 
 
 class _HeaderDeadline(asyncio.Protocol):
-    """Delegates to aiohttp's protocol; owns the header deadline of one connection."""
+    """Delegates to aiohttp's protocol; owns the header deadline of one connection.
+
+    The deadline is a time (``deadline``), set when the connection starts waiting for a
+    request's headers and cleared when they are complete; one timer per connection checks it.
+    A timer that fires before the current deadline (it was set for an earlier request of a
+    kept-alive connection) is moved on to it: a request costs two assignments, not a timer
+    scheduled and cancelled each time."""
 
     def __init__(self, inner: RequestHandler, server: GuardedServer) -> None:
         self.inner = inner
         self.server = server
         self.busy = False
+        self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.request: web.BaseRequest | None = None
@@ -182,17 +189,21 @@ class _HeaderDeadline(asyncio.Protocol):
         self.refused = False
 
     def _arm(self) -> None:
-        if self.timer is None and not self.busy:
+        if self.deadline is None and not self.busy:
             loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.server.header_timeout(), self._expired)
+            deadline = self.deadline = loop.time() + self.server.header_timeout()
+            timer = self.timer
+            if timer is None or timer.when() > deadline:
+                # None pending, or one too late for this deadline (a reload shortened it).
+                if timer is not None:
+                    timer.cancel()
+                self.timer = loop.call_at(deadline, self._expired)
 
     def disarm(self, request: web.BaseRequest) -> None:
         self.busy = True
         self.request = request
         self.pipelined = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = None  # the timer, if pending, finds no deadline and ends
 
     def idle(self) -> None:
         self.busy = False
@@ -207,6 +218,15 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.timer = None
+        deadline = self.deadline
+        if deadline is None:
+            return  # the headers arrived in time; the next request arms again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            # Set for an earlier request of this connection: on to the current deadline.
+            self.timer = loop.call_at(deadline, self._expired)
+            return
+        self.deadline = None
         if self.busy or self.transport is None or self.transport.is_closing():
             return
         self._refuse(_HEADER_TIMEOUT)
@@ -243,6 +263,7 @@ class _HeaderDeadline(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.refused:
             return
+        self.deadline = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -50,8 +50,12 @@ def rfc3339(t: float) -> str:
     return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
 
 
+# json.dumps with arguments builds an encoder per call; the line's encoder is built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
 def dumps(line: dict[str, Any]) -> str:
-    return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
+    return _ENCODER.encode(line)
 
 
 class _EcsFormatter(logging.Formatter):
@@ -92,6 +96,18 @@ class _LineHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self._queue(data)
+
+    def emit_line(self, line: str) -> None:
+        """What ``emit`` does with an access record, from its rendered line (no LogRecord)."""
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        self.acquire()
+        try:
+            self._queue(data)
+        finally:
+            self.release()
+
+    def _queue(self, data: bytes) -> None:
         self._pending.append(data)
         if self._scheduled is not None and not self._scheduled.is_closed():
             return  # a flush is due on this loop (asking for the running loop costs a getpid)
@@ -212,4 +228,30 @@ class AccessLog:
         if self._suppressed:
             fields["jwksgate.suppressed_before"] = self._suppressed
             self._suppressed = 0
-        self._log.info(dumps(fields))
+        handler = _sole_handler(self._log)
+        if handler is not None:
+            handler.emit_line(dumps(fields))
+        else:
+            self._log.info(dumps(fields))
+
+
+def _sole_handler(log: logging.Logger) -> _LineHandler | None:
+    """The gateway's line handler when it is the only thing an INFO record of ``log`` would
+    reach (``configure_logging``'s setup: no filter, no other handler, no propagation past
+    it), so that the line can be handed to it without a LogRecord; else None: through logging.
+    Cheaper than the LogRecord it saves (about 5 us an access line)."""
+    parent = log.parent
+    if log.handlers or log.filters or log.disabled or not log.propagate or parent is None:
+        return None
+    handlers = parent.handlers
+    if len(handlers) != 1 or parent.propagate or parent.disabled:
+        return None
+    h = handlers[0]
+    if (
+        type(h) is not _LineHandler
+        or h.filters
+        or h.level > logging.INFO
+        or type(h.formatter) is not _EcsFormatter
+    ):
+        return None
+    return h

@@ -10,7 +10,6 @@ headers or query, and take it out of what is forwarded (unless ``keep_token``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from urllib.parse import unquote
 
@@ -20,7 +19,6 @@ from gateway.errors import Rejection
 
 __all__ = ["extract_token", "forwarded_path", "from_header", "from_query"]
 
-_SPACE_RE = re.compile(r"\s")
 # The longest query parameter value looked at: a token longer than verify accepts is refused
 # there; this only bounds the work of decoding.
 _MAX_QUERY_VALUE = 16384
@@ -30,7 +28,7 @@ def _checked(token: str, where: str) -> str:
     token = token.strip(" ")
     if not token:
         raise Rejection("malformed_token", f"the token in {where} is empty")
-    if _SPACE_RE.search(token):
+    if verify.has_whitespace(token):
         raise Rejection("malformed_token", f"the token in {where} contains whitespace")
     return token
 

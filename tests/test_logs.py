@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from gateway.logs import AccessLog
+from gateway.logs import AccessLog, configure_logging, dumps
 from tests.support import FakeClock, world
 
 
@@ -59,3 +63,116 @@ async def test_a_rejection_flood_is_sampled_in_the_log_but_counted_in_full(
     suppressed = sum(int(str(line.get("jwksgate.suppressed_before", 0))) for line in got)
     assert len(got) + suppressed == 61
     assert got[-1]["jwksgate.outcome"] == "forwarded"
+
+
+# --- the access line's way to stdout ---------------------------------------------------------
+# With the gateway's own logging setup the line is handed to its one line handler directly
+# (no LogRecord: about 5 us a request); anything else that could see, filter or re-route the
+# record must get it through logging as before.
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    names = ("jwksgate", "jwksgate.access")
+    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names]
+    level = logging.getLogger("jwksgate").level
+    with path.open("w") as stream:
+        configure_logging("INFO", stream=stream)
+        try:
+            yield
+        finally:
+            for n, (handlers, propagate) in zip(names, saved, strict=True):
+                logger = logging.getLogger(n)
+                for h in logger.handlers:
+                    if h not in handlers:
+                        h.close()
+                logger.handlers[:] = handlers
+                logger.propagate = propagate
+                logger.filters.clear()
+            logging.getLogger("jwksgate").setLevel(level)
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+FIELDS = {"@timestamp": "2026-12-03T15:13:54.123Z", "message": "POST /é 200", "n": 1, "x": None}
+
+
+def test_an_access_line_reaches_stdout_as_the_same_bytes(tmp_path: Path) -> None:
+    out = tmp_path / "stdout.log"
+    with logging_to(out):
+        AccessLog().write(dict(FIELDS), rejected=False)
+        logging.getLogger("jwksgate.access").info(dumps(FIELDS))  # through a LogRecord
+    first, second = out.read_bytes().splitlines(keepends=True)
+    assert first == second == (dumps(FIELDS) + "\n").encode()
+
+
+def test_an_access_line_inside_an_event_loop_is_written_at_the_next_iteration(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "stdout.log"
+
+    async def main() -> str:
+        AccessLog().write(dict(FIELDS), rejected=False)
+        before = out.read_text()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return before
+
+    with logging_to(out):
+        assert asyncio.run(main()) == ""
+        assert out.read_text() == dumps(FIELDS) + "\n"
+
+
+@pytest.mark.parametrize("where", ["access handler", "access filter", "handler filter"])
+def test_an_access_line_goes_through_logging_when_anything_else_may_see_it(
+    tmp_path: Path, where: str
+) -> None:
+    out = tmp_path / "stdout.log"
+    seen = Collect()
+    with logging_to(out):
+        access = logging.getLogger("jwksgate.access")
+        if where == "access handler":
+            access.addHandler(seen)
+        else:
+            target: logging.Filterer = access
+            if where == "handler filter":
+                [target] = logging.getLogger("jwksgate").handlers
+
+            def keep(record: logging.LogRecord) -> bool:
+                seen.records.append(record)
+                return "drop" not in record.getMessage()
+
+            target.addFilter(keep)
+        AccessLog().write({"n": 1}, rejected=False)
+        AccessLog().write({"n": 2, "drop": True}, rejected=False)
+        access.removeHandler(seen)
+    assert [json.loads(r.getMessage())["n"] for r in seen.records] == [1, 2]
+    written = [json.loads(line)["n"] for line in out.read_text().splitlines()]
+    assert written == ([1, 2] if where == "access handler" else [1])
+
+
+def test_an_access_line_is_not_written_past_the_handler_level_or_to_a_propagated_root(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "stdout.log"
+    seen = Collect()
+    with logging_to(out):
+        [handler] = logging.getLogger("jwksgate").handlers
+        handler.setLevel(logging.WARNING)
+        AccessLog().write({"n": 1}, rejected=False)
+        handler.setLevel(logging.NOTSET)
+        logging.getLogger("jwksgate").propagate = True
+        logging.getLogger().addHandler(seen)
+        try:
+            AccessLog().write({"n": 2}, rejected=False)
+        finally:
+            logging.getLogger().removeHandler(seen)
+    assert [json.loads(r.getMessage())["n"] for r in seen.records] == [2]
+    assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [2]
