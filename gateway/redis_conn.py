@@ -20,7 +20,7 @@ import asyncio
 import collections
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
@@ -137,8 +137,8 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are no subclass of asyncio.Transport, though they are one.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -231,13 +231,15 @@ class RedisLink:
         conn: _Protocol | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                _, conn = await loop.create_connection(
+                transport, conn = await loop.create_connection(
                     lambda: _Protocol(self),
                     ep.host,
                     ep.port,
                     ssl=ep.tls,
                     server_hostname=ep.host if ep.tls else None,
                 )
+                # uvloop may return before it has called connection_made.
+                conn.transport = transport
                 handshake = [
                     _Call(pack(cmd), loop.create_future(), loop.time() + self.timeout)
                     for cmd in ep.handshake()

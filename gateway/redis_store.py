@@ -16,9 +16,15 @@ delivered), ``d`` once delivered. Two round trips on the happy path, each one co
   that failed is released in the background, so the sender's retry is not refused.
 
 Keys are ``<prefix><issuer>:<sha256 hex>``: namespaced, and never a raw jti (which could be long
-or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` (per socket
-operation, plus the wait for a pooled connection) and becomes 503 ``replay_store_unavailable``
-(fail closed), unless ``on_store_error: allow``.
+or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` (each call, its
+wait for a connection included, plus the wait for one of the ``redis_pool_size`` slots) and becomes
+503 ``replay_store_unavailable`` (fail closed), unless ``on_store_error: allow``.
+
+A standalone Redis is reached over one pipelined connection (``gateway.redis_conn``): the calls of
+concurrent pushes made in one event-loop iteration share one write and one read, each with its own
+reply, error and bound; a connection that breaks or leaves its oldest call unanswered fails every
+call on it, which is then handled as any failed call above. A Cluster goes through redis-py's
+``RedisCluster`` (slots, redirections, topology refresh), the whole call bounded.
 """
 
 from __future__ import annotations
