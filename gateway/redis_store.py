@@ -16,15 +16,22 @@ delivered), ``d`` once delivered. Two round trips on the happy path, each one co
   that failed is released in the background, so the sender's retry is not refused.
 
 Keys are ``<prefix><issuer>:<sha256 hex>``: namespaced, and never a raw jti (which could be long
-or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` (per socket
-operation, plus the wait for a pooled connection) and becomes 503 ``replay_store_unavailable``
-(fail closed), unless ``on_store_error: allow``.
+or contain anything). Any Redis failure is bounded by ``redis_timeout_seconds`` (each call, its
+wait for a connection included, plus the wait for one of the ``redis_pool_size`` slots) and becomes
+503 ``replay_store_unavailable`` (fail closed), unless ``on_store_error: allow``.
+
+A standalone Redis is reached over one pipelined connection (``gateway.redis_conn``): the calls of
+concurrent pushes made in one event-loop iteration share one write and one read, each with its own
+reply, error and bound; a connection that breaks or leaves its oldest call unanswered fails every
+call on it, which is then handled as any failed call above. A Cluster goes through redis-py's
+``RedisCluster`` (slots, redirections, topology refresh), the whole call bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import secrets
@@ -33,7 +40,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
@@ -42,6 +48,7 @@ from redis.retry import Retry
 from gateway.config import ReplayConfig
 from gateway.errors import Rejection
 from gateway.metrics import Metrics
+from gateway.redis_conn import Endpoint, RedisLink, ReplyError
 from gateway.replay import in_flight
 
 __all__ = ["RedisReplayStore", "reserve_outcome"]
@@ -89,6 +96,7 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_SHA1 = {s: hashlib.sha1(s.encode()).hexdigest() for s in (_RESERVE, _RELEASE)}  # noqa: S324
 
 
 def reserve_outcome(answer: int) -> bool:
@@ -134,38 +142,63 @@ class RedisReplayStore:
         # modes: redis-py's Cluster has no blocking pool, and it costs less per call than
         # BlockingConnectionPool's lock, condition and timeout scope.
         self._slots = asyncio.Semaphore(cfg.redis_pool_size)
-        kwargs: dict[str, Any] = {
-            "socket_timeout": cfg.redis_timeout_seconds,
-            "socket_connect_timeout": cfg.redis_timeout_seconds,
-            # One quick retry on a broken pooled connection (e.g. after a Redis restart); the
-            # timeout still bounds every attempt.
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-            "health_check_interval": 30,
-        }
-        if cfg.redis_url.startswith("rediss://") and cfg.redis_ca_file:
-            kwargs["ssl_ca_certs"] = cfg.redis_ca_file
-            kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-        self.client: Any
-        # Standalone: each socket operation is bounded by the socket timeouts, so a call needs no
-        # timeout scope of its own. Cluster: a failure can trigger a topology refresh and retries
-        # on other nodes, so the whole call is bounded too.
+        # Standalone: one pipelined connection (gateway.redis_conn): the calls of one event-loop
+        # iteration share one write and one read, and each is bounded by the timeout on its own.
+        # Cluster: redis-py's client, which follows the slots and redirections; a failure can
+        # trigger a topology refresh and retries on other nodes, so the whole call is bounded too.
+        self._link: RedisLink | None = None
+        self.client: Any = None
         self._call_limit: float | None = None
         if cfg.redis_mode == "cluster":
+            kwargs: dict[str, Any] = {
+                "socket_timeout": cfg.redis_timeout_seconds,
+                "socket_connect_timeout": cfg.redis_timeout_seconds,
+                # One quick retry on a broken pooled connection (e.g. after a Redis restart); the
+                # timeout still bounds every attempt.
+                "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+                "health_check_interval": 30,
+            }
+            if cfg.redis_url.startswith("rediss://") and cfg.redis_ca_file:
+                kwargs["ssl_ca_certs"] = cfg.redis_ca_file
+                kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
             self.client = RedisCluster.from_url(
                 cfg.redis_url, max_connections=cfg.redis_pool_size, **kwargs
             )
             self._call_limit = cfg.redis_timeout_seconds * 3
+            self._cluster_reserve = self.client.register_script(_RESERVE)
+            self._cluster_release = self.client.register_script(_RELEASE)
         else:
-            self.client = aioredis.Redis.from_url(
-                cfg.redis_url, max_connections=cfg.redis_pool_size, **kwargs
-            )
-        self._reserve_script = self.client.register_script(_RESERVE)
-        self._release_script = self.client.register_script(_RELEASE)
+            endpoint = Endpoint.from_url(cfg.redis_url, cfg.redis_ca_file)
+            self._link = RedisLink(endpoint, cfg.redis_timeout_seconds)
 
     def redis_key(self, key: bytes) -> str:
         # key = b"<issuer name>:" + 32-byte digest (gateway.verify.replay_key)
         issuer, digest = key[:-33], key[-32:]
         return f"{self.cfg.key_prefix}{issuer.decode()}:{digest.hex()}"
+
+    async def _script(self, script: str, rkey: str, args: list[str | int]) -> Any:
+        link = self._link
+        if link is None:
+            runner = self._cluster_reserve if script is _RESERVE else self._cluster_release
+            return await runner(keys=[rkey], args=args)
+        deadline = link.deadline()
+        try:
+            return await link.call("EVALSHA", _SHA1[script], 1, rkey, *args, deadline=deadline)
+        except ReplyError as e:
+            if not str(e).startswith("NOSCRIPT"):
+                raise
+        # Not in Redis's script cache (a restarted or flushed Redis): EVAL caches it again.
+        return await link.call("EVAL", script, 1, rkey, *args, deadline=deadline)
+
+    async def _set(self, rkey: str, value: str, ttl_ms: int) -> Any:
+        if self._link is None:
+            return await self.client.set(rkey, value, px=ttl_ms)
+        return await self._link.call("SET", rkey, value, "PX", ttl_ms)
+
+    async def _ping(self) -> Any:
+        if self._link is None:
+            return await self.client.ping()
+        return await self._link.call("PING")
 
     async def _call(self, op: str, coro: Awaitable[Any]) -> Any:
         started = time.perf_counter()
@@ -203,7 +236,7 @@ class RedisReplayStore:
         stale = self._orphans.get(rkey)
         args: list[str | int] = [owner, hold_ms, *stale] if stale else [owner, hold_ms]
         try:
-            answer = await self._call("reserve", self._reserve_script(keys=[rkey], args=args))
+            answer = await self._call("reserve", self._script(_RESERVE, rkey, args))
         except asyncio.CancelledError:
             # Cut off (the drain's grace ran out) with the SET perhaps run: nobody would hold
             # that reservation, and the sender's retry on another replica would be refused.
@@ -240,7 +273,7 @@ class RedisReplayStore:
         # a merely slow Redis only delays the answer.
         for attempt in itertools.count():
             try:
-                await self._call("commit", self.client.set(rkey, DELIVERED, px=ttl_ms))
+                await self._call("commit", self._set(rkey, DELIVERED, ttl_ms))
                 return
             except _StoreDown as e:
                 pause = commit_backoff(attempt)
@@ -261,7 +294,7 @@ class RedisReplayStore:
         owner, _ = held
         rkey = self.redis_key(key)
         try:
-            await self._call("release", self._release_script(keys=[rkey], args=[owner]))
+            await self._call("release", self._script(_RELEASE, rkey, [owner]))
         except _StoreDown:
             # Keep trying in the background: while the reservation stands, the sender's retry of
             # this token is answered "in flight".
@@ -290,7 +323,7 @@ class RedisReplayStore:
             while time.monotonic() < deadline:
                 await asyncio.sleep(delay)
                 try:
-                    await self._call("release", self._release_script(keys=[rkey], args=[owner]))
+                    await self._call("release", self._script(_RELEASE, rkey, [owner]))
                 except _StoreDown:
                     delay = min(delay * 2, 0.5)
                     continue
@@ -310,7 +343,7 @@ class RedisReplayStore:
 
     async def ready(self) -> str | None:
         try:
-            await self._call("ping", self.client.ping())
+            await self._call("ping", self._ping())
         except _StoreDown as e:
             return f"redis unavailable: {e}"
         return None
@@ -331,8 +364,11 @@ class RedisReplayStore:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
+        if self._link is not None:
+            await self._link.close()
+        else:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
 
 
 _MAX_BACKGROUND_RELEASES = 10_000
