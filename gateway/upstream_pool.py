@@ -245,6 +245,8 @@ class ConnectionPool:
         for conn, (deadline, content) in list(self._busy.items()):
             if deadline <= now:
                 del self._busy[conn]
+                if content is not None and content.is_eof():
+                    continue  # the whole answer is here: no wait left to time out
                 error = TimeoutError("the backend's answer did not end in time")
                 conn.set_exception(error)  # the wait for the status line; never reused
                 if content is not None:
