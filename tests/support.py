@@ -12,18 +12,21 @@ import hashlib
 import json
 import logging
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 from jwcrypto import jwk, jws
 
 from gateway.config import Config, parse_config
 from gateway.lifecycle import RunningGateway, run_gateway
+from gateway.logs import configure_logging
 
 
 def b64url(raw: bytes) -> str:
@@ -340,6 +343,34 @@ def captured_log(name: str = "jwksgate") -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextmanager
+def process_logging(stream: IO[str] | None = None) -> Iterator[None]:
+    """The process's own logging setup (``configure_logging``, to ``stream`` or stdout), with
+    the loggers' handlers, filters, propagation and levels put back afterwards."""
+    loggers = [logging.getLogger(n) for n in ("jwksgate", "jwksgate.access")]
+    saved = [(lg.handlers[:], lg.filters[:], lg.propagate, lg.level) for lg in loggers]
+    configure_logging("INFO", stream=stream)
+    try:
+        yield
+    finally:
+        for logger, (handlers, filters, propagate, level) in zip(loggers, saved, strict=True):
+            for h in logger.handlers:
+                if h not in handlers:
+                    h.close()
+            logger.handlers[:] = handlers
+            logger.filters[:] = filters
+            logger.propagate = propagate
+            logger.setLevel(level)
+        sys.stdout.flush()
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[None]:
+    """``process_logging`` writing to ``path``, as it would to stdout."""
+    with path.open("w") as stream, process_logging(stream):
+        yield
 
 
 async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gateway import __version__
-from gateway.logs import configure_logging
 from tests.httpkit import (
     config_with,
     forge,
@@ -31,6 +28,7 @@ from tests.support import (
     World,
     claims_for,
     gateway_config,
+    process_logging,
     refused_port,
     wait_until,
     world,
@@ -265,7 +263,7 @@ async def test_one_json_line_per_outcome_with_its_fields_and_never_the_token(
 async def test_access_lines_go_to_stdout_and_the_header_timeout_has_one_too(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with _configured_logging():
+    with process_logging():
         configure = config_with(limits={"header_timeout_seconds": 0.3})
         async with world(configure) as w, aiohttp.ClientSession() as http:
             token = w.token(BODY)
@@ -281,30 +279,3 @@ async def test_access_lines_go_to_stdout_and_the_header_timeout_has_one_too(
     assert token not in out
     assert token not in err
     assert "jwksgate.access" not in err  # one stream: stdout
-
-
-@contextmanager
-def _configured_logging() -> Iterator[None]:
-    """The process's logging setup (access lines on stdout), undone afterwards."""
-    names = ("jwksgate", "jwksgate.access")
-    saved = [
-        (
-            logging.getLogger(n).handlers[:],
-            logging.getLogger(n).propagate,
-            logging.getLogger(n).level,
-        )
-        for n in names
-    ]
-    configure_logging("INFO")
-    try:
-        yield
-    finally:
-        for n, (handlers, propagate, level) in zip(names, saved, strict=True):
-            logger = logging.getLogger(n)
-            for h in logger.handlers:
-                if h not in handlers:
-                    h.close()
-            logger.handlers[:] = handlers
-            logger.propagate = propagate
-            logger.setLevel(level)
-        sys.stdout.flush()

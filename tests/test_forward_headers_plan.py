@@ -175,6 +175,28 @@ def test_the_plan_copies_exactly_what_the_plain_rules_copy(
     assert list(again.items()) == list(want.items())
 
 
+def bare_call(
+    incoming: CIMultiDictProxy[str],
+    forward: ForwardConfig,
+    issuer: IssuerConfig,
+    gateway_headers: frozenset[str],
+) -> CIMultiDict[str]:
+    """upstream_headers for a push with no claims, from a fixed client."""
+    headers, _ = fh.upstream_headers(
+        incoming,
+        forward=forward,
+        gateway_headers=gateway_headers,
+        issuer=issuer,
+        claims={},
+        payload_segment="e30",
+        client="c",
+        proto="http",
+        host="h",
+        request_id="r",
+    )
+    return headers
+
+
 def test_a_new_config_in_the_place_of_an_old_one_gets_its_own_plan() -> None:
     incoming = CIMultiDictProxy(CIMultiDict([("Authorization", "Bearer t"), ("X-Custom", "c")]))
     base = IssuerConfig(name="s", jwks_url="https://s.test/jwks.json")
@@ -183,18 +205,7 @@ def test_a_new_config_in_the_place_of_an_old_one_gets_its_own_plan() -> None:
         # Fresh objects each time, the old ones freed: an id may be reused by the next one.
         forward = ForwardConfig(keep_token=keep)
         issuer = replace(base)
-        headers, _ = fh.upstream_headers(
-            incoming,
-            forward=forward,
-            gateway_headers=fh.gateway_header_names(forward, [issuer]),
-            issuer=issuer,
-            claims={},
-            payload_segment="e30",
-            client="c",
-            proto="http",
-            host="h",
-            request_id="r",
-        )
+        headers = bare_call(incoming, forward, issuer, fh.gateway_header_names(forward, [issuer]))
         seen.append(("Authorization" in headers) == keep)
         del forward, issuer, headers
         gc.collect()
@@ -206,16 +217,5 @@ def test_the_plans_kept_are_bounded() -> None:
     issuer = IssuerConfig(name="s", jwks_url="https://s.test/jwks.json")
     for i in range(3 * fh.MAX_PLANS):
         forward = ForwardConfig(header_prefix=f"X-P{i}-")
-        fh.upstream_headers(
-            incoming,
-            forward=forward,
-            gateway_headers=frozenset(),
-            issuer=issuer,
-            claims={},
-            payload_segment="e30",
-            client="c",
-            proto="http",
-            host="h",
-            request_id="r",
-        )
+        bare_call(incoming, forward, issuer, frozenset())
         assert len(fh._PLANS) <= fh.MAX_PLANS

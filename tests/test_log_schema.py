@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from gateway.logs import configure_logging, rfc3339
+from gateway.logs import rfc3339
 from tests.httpkit import config_with, push, raw_exchange, raw_status, send
-from tests.support import world
+from tests.support import logging_to, world
 
 BODY = b'{"event":"ping"}'
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -36,27 +34,6 @@ ACCESS_FIELDS = (
     "jwksgate.reason",
     "jwksgate.issuer",
 )
-
-
-@contextmanager
-def logging_to(path: Path) -> Iterator[None]:
-    """The process's logging setup, writing to ``path`` (as it would to stdout), then undone."""
-    names = ("jwksgate", "jwksgate.access")
-    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names]
-    level = logging.getLogger("jwksgate").level
-    with path.open("w") as stream:
-        configure_logging("INFO", stream=stream)
-        try:
-            yield
-        finally:
-            for n, (handlers, propagate) in zip(names, saved, strict=True):
-                logger = logging.getLogger(n)
-                for h in logger.handlers:
-                    if h not in handlers:
-                        h.close()
-                logger.handlers[:] = handlers
-                logger.propagate = propagate
-            logging.getLogger("jwksgate").setLevel(level)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from gateway.logs import AccessLog, configure_logging, dumps
-from tests.support import FakeClock, world
+from gateway.logs import AccessLog, dumps
+from tests.support import FakeClock, logging_to, world
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
@@ -69,27 +67,6 @@ async def test_a_rejection_flood_is_sampled_in_the_log_but_counted_in_full(
 # With the gateway's own logging setup the line is handed to its one line handler directly
 # (no LogRecord: about 5 us a request); anything else that could see, filter or re-route the
 # record must get it through logging as before.
-
-
-@contextmanager
-def logging_to(path: Path) -> Iterator[None]:
-    names = ("jwksgate", "jwksgate.access")
-    saved = [(logging.getLogger(n).handlers[:], logging.getLogger(n).propagate) for n in names]
-    level = logging.getLogger("jwksgate").level
-    with path.open("w") as stream:
-        configure_logging("INFO", stream=stream)
-        try:
-            yield
-        finally:
-            for n, (handlers, propagate) in zip(names, saved, strict=True):
-                logger = logging.getLogger(n)
-                for h in logger.handlers:
-                    if h not in handlers:
-                        h.close()
-                logger.handlers[:] = handlers
-                logger.propagate = propagate
-                logger.filters.clear()
-            logging.getLogger("jwksgate").setLevel(level)
 
 
 class Collect(logging.Handler):

@@ -134,16 +134,6 @@ async def test_concurrent_pushes_never_open_more_than_max_connections() -> None:
     assert seen.most_open == 2 and seen.connections == 2
 
 
-async def test_a_backend_that_says_close_gets_a_new_connection_next_time() -> None:
-    closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-    async with backend(lambda _h: closing) as (port, seen):
-        up = upstream(port)
-        assert await push(up) == (200, b"ok")
-        assert await push(up) == (200, b"ok")
-        await up.close()
-    assert [n for n, _ in seen.requests] == [1, 2]
-
-
 async def test_an_idle_connection_the_backend_closed_is_not_reused() -> None:
     async with backend(hang_up=True) as (port, seen):
         up = upstream(port)
@@ -166,26 +156,34 @@ async def test_an_idle_connection_past_the_keepalive_time_is_closed_not_reused(
     assert [n for n, _ in seen.requests] == [1, 2]
 
 
-async def test_informational_answers_are_skipped_and_the_final_one_returned() -> None:
-    early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
-    async with backend(lambda _h: early) as (port, seen):
-        up = upstream(port)
-        assert await push(up) == (200, b"ok")
-        assert await push(up) == (200, b"ok")  # and the connection is still in step
-        await up.close()
-    assert [n for n, _ in seen.requests] == [1, 1]
+CLOSING = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+EARLY_HINTS = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
+CHUNKED = (
+    b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
+)
 
 
-async def test_a_chunked_answer_is_read_whole_and_the_connection_kept() -> None:
-    chunked = (
-        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"
-    )
-    async with backend(lambda _h: chunked) as (port, seen):
+@pytest.mark.parametrize(
+    ("answer", "expected", "connections"),
+    [
+        # A backend that says close gets a new connection next time.
+        pytest.param(CLOSING, (200, b"ok"), [1, 2], id="close-means-a-new-connection"),
+        # Informational answers are skipped, the final one returned, and the connection kept
+        # in step.
+        pytest.param(EARLY_HINTS, (200, b"ok"), [1, 1], id="1xx-skipped-connection-kept"),
+        # A chunked answer is read whole and the connection kept.
+        pytest.param(CHUNKED, (201, b"abc"), [1, 1], id="chunked-read-whole-connection-kept"),
+    ],
+)
+async def test_two_pushes_get_the_final_answer_and_reuse_the_connection_when_they_may(
+    answer: bytes, expected: tuple[int, bytes], connections: list[int]
+) -> None:
+    async with backend(lambda _h: answer) as (port, seen):
         up = upstream(port)
-        assert await push(up) == (201, b"abc")
-        assert await push(up) == (201, b"abc")
+        assert await push(up) == expected
+        assert await push(up) == expected
         await up.close()
-    assert [n for n, _ in seen.requests] == [1, 1]
+    assert [n for n, _ in seen.requests] == connections
 
 
 async def test_head_reads_no_body_whatever_content_length_says() -> None:
