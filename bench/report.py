@@ -38,6 +38,8 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("jwksgate", "haproxy", "rps", why="req/s distance to HAProxy"),
     Ratio("jwksgate", "nginx", "cpu_us", why="CPU vs nginx plain proxy"),
     Ratio("jwksgate-redis-w2", "jwksgate-redis", "rps", why="req/s scaling with workers: 2"),
+    Ratio("jwksgate-uvloop", "jwksgate", "cpu_us", why="CPU on uvloop vs on asyncio's loop"),
+    Ratio("jwksgate-uvloop", "jwksgate", "p99_ms", why="p99 on uvloop vs on asyncio's loop"),
     Ratio("jwksgate", "jwksgate@compared", "cpu_us", why="CPU vs the --compare revision"),
     Ratio("jwksgate", "jwksgate@compared", "p99_ms", why="p99 vs the --compare revision"),
 )  # fmt: skip

@@ -10,6 +10,7 @@ by something else.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ __all__ = [
     "Running",
     "SetupSpec",
     "compare_spec",
+    "jwksgate_env",
     "missing_program",
     "start_setup",
 ]
@@ -52,6 +54,8 @@ class SetupSpec:
     cannot: str = ""
     # Where its gateway/ is imported from, when not the run's snapshot (``--compare``).
     code: Path | None = None
+    # The event loop it runs on, when not the run's ``--loop``.
+    loop: str | None = None
 
     @property
     def fresh_tokens(self) -> bool:
@@ -78,6 +82,8 @@ SPECS: tuple[SetupSpec, ...] = (
                      "window is the stick table's (10 min, 2M entries, in memory)"),
     SetupSpec("jwksgate", "jwksgate, memory replay store", "jwksgate",
               enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub"),
+    SetupSpec("jwksgate-uvloop", "jwksgate, memory replay store, on uvloop (the image's loop)",
+              "jwksgate", enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", loop="uvloop"),
     SetupSpec("jwksgate-redis", "jwksgate, Redis replay store (redis-server CPU included)",
               "jwksgate", enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", store="redis"),
     SetupSpec("jwksgate-redis-w2", "jwksgate, Redis store, workers: 2 (redis CPU included)",
@@ -107,6 +113,8 @@ def compare_spec(ref: str, sha: str, code: Path) -> SetupSpec:
 
 def missing_program(spec: SetupSpec) -> str | None:
     """Why ``spec`` cannot run here (a line for the report), or None when it can."""
+    if spec.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return f"{spec.name}: skipped, uvloop is not installed (pip install 'jwksgate[fast]')"
     if spec.kind in _PROGRAMS:
         program, package = _PROGRAMS[spec.kind]
         if _which(program) is None:
@@ -267,6 +275,11 @@ def _start_haproxy(ctx: Context, spec: SetupSpec, logdir: Path) -> Running:
     return Running(spec, f"http://127.0.0.1:{port}", [p])
 
 
+def jwksgate_env(ctx: Context, spec: SetupSpec) -> dict[str, str]:
+    """The environment a jwksgate setup starts with: its own event loop, else the run's."""
+    return {"JWKSGATE_EVENT_LOOP": spec.loop or ctx.loop}
+
+
 def _start_jwksgate(ctx: Context, spec: SetupSpec, logdir: Path) -> Running:
     started: list[procs.Proc] = []
     redis_url = None
@@ -278,7 +291,7 @@ def _start_jwksgate(ctx: Context, spec: SetupSpec, logdir: Path) -> Running:
     cfg = logdir / f"{spec.name}.yaml"
     # JSON is YAML: the loader reads it as written.
     cfg.write_text(json.dumps(jwksgate_config(ctx, spec, port, admin, redis_url), indent=2))
-    env = {"JWKSGATE_EVENT_LOOP": ctx.loop}
+    env = jwksgate_env(ctx, spec)
     args = ["-m", "gateway", "run", "--config", str(cfg)]
     p = procs.start(spec.name, args, logdir, env=env, cwd=spec.code)
     running = Running(spec, f"http://127.0.0.1:{port}", [p, *started])

@@ -208,10 +208,11 @@ async def serve(
         on_sighup(on_hup)
         watching = asyncio.ensure_future(watcher.run())
         log.info(
-            "jwksgate listening on %s (admin %s), %d issuers",
+            "jwksgate listening on %s (admin %s), %d issuers, event loop %s",
             running.url,
             running.admin_url,
             len(config.issuers),
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
         await stop.wait()
         watching.cancel()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import setups, tokens
 from bench.main import parse_args, run
 from bench.profile import load_profile, render_profile
 from bench.report import RATIOS, ratios
@@ -159,3 +160,17 @@ def test_bench_checks_every_setup_and_measures_them_in_one_run(tmp_path: Path) -
     if importlib.util.find_spec("matplotlib") is not None:
         png = Path(results["chart"])
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_uvloop_setup_runs_on_uvloop_and_the_others_on_the_runs_loop(tmp_path: Path) -> None:
+    keys = tokens.Keys(rsa_pem=b"", ec_pem=b"", kids={}, jwks=b"")
+    ctx = setups.Context(tmp_path, keys, 1, "http://j", "https://j", tmp_path, tmp_path)
+    by_name = {s.name: s for s in SPECS}
+    for loop in ("asyncio", "uvloop"):
+        ctx.loop = loop
+        assert setups.jwksgate_env(ctx, by_name["jwksgate"]) == {"JWKSGATE_EVENT_LOOP": loop}
+        assert setups.jwksgate_env(ctx, by_name["jwksgate-uvloop"]) == {
+            "JWKSGATE_EVENT_LOOP": "uvloop"
+        }
+    # uvloop is a test extra: the setup can run here.
+    assert setups.missing_program(by_name["jwksgate-uvloop"]) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +13,9 @@ from gateway import eventloop
 from gateway.cli import main
 from gateway.config import Config
 from gateway.errors import ConfigError
-from tests.support import World, gateway_config, world
+from tests.procs import free_ports, gateway_proc
+from tests.procs import gateway_config as proc_config
+from tests.support import World, gateway_config, refused_port, wait_until, world
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -81,3 +84,21 @@ def test_the_gateway_serves_on_uvloop() -> None:
     assert (status, again) == (200, 409)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"request_timeout" in answer
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+async def test_the_start_line_names_the_event_loop_the_gateway_runs_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str
+) -> None:
+    monkeypatch.setenv(eventloop.ENV, choice)
+    port, admin = free_ports(2)
+    dead = f"http://127.0.0.1:{refused_port()}"
+    gw = gateway_proc(tmp_path, proc_config(port, admin, dead + "/jwks.json", dead))
+    out = tmp_path / "gateway.out"
+    gw.proc.start()
+    try:
+        await wait_until(lambda: "jwksgate listening on" in out.read_text(), limit=30)
+    finally:
+        gw.proc.stop()
+    started = next(line for line in out.read_text().splitlines() if "listening on" in line)
+    assert json.loads(started)["message"].endswith(f", event loop {choice}")
