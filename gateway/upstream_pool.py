@@ -129,10 +129,14 @@ class ConnectionPool:
         self._idle: collections.deque[tuple[ResponseHandler, float]] = collections.deque()
         self._count = 0  # open or opening connections, idle ones included
         # Pushes waiting for a connection, with their deadlines, first come first served.
-        self._waiters: collections.deque[tuple[asyncio.Future[None], float]] = collections.deque()
+        self._waiters: collections.deque[tuple[asyncio.Future[ResponseHandler | None], float]] = (
+            collections.deque()
+        )
         # Connections in an exchange -> its deadline (and the answer's body, once it has one).
         self._busy: dict[ResponseHandler, tuple[float, StreamReader | None]] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        # Closes idle connections once past KEEPALIVE_SECONDS (one timer, while any are idle).
+        self._reaper: asyncio.TimerHandle | None = None
 
     @property
     def open_connections(self) -> int:
@@ -148,6 +152,9 @@ class ConnectionPool:
         try:
             conn.set_response_params(
                 skip_payload=skip_body,
+                # A body with neither a length nor chunked coding ends where the backend
+                # closes the connection (RFC 9112 6.3), as in aiohttp's ClientSession.
+                read_until_eof=True,
                 auto_decompress=False,
                 read_bufsize=_READ_BUFSIZE,
                 max_line_size=_MAX_LINE,
@@ -169,7 +176,10 @@ class ConnectionPool:
                 # 1xx answers (100 Continue, 103 Early Hints) precede the real one; 101 is final.
                 if not 100 <= message.code <= 199 or message.code == 101:
                     break
+            # Put back even when a sweep ran after the status line came: the body's read keeps
+            # the deadline.
             self._busy[conn] = (deadline, payload)
+            self._arm()
             return Answer(
                 status=message.code,
                 reason=message.reason,
@@ -183,32 +193,47 @@ class ConnectionPool:
             raise
 
     async def _acquire(self, deadline: float) -> ResponseHandler:
+        """A connection for one exchange: the newest fresh idle one, else a new one while fewer
+        than ``limit`` are open, else the next one freed, first come first served (a freed
+        connection, or the slot of a closed one, is handed to the push that waited longest)."""
+        if self.closed:
+            raise PoolClosed("the connection pool to the backend is closed")
         loop = asyncio.get_running_loop()
-        while True:
-            if self.closed:
-                raise PoolClosed("the connection pool to the backend is closed")
-            now = loop.time()
-            while self._idle:
-                conn, since = self._idle.pop()
-                fresh = now - since < KEEPALIVE_SECONDS
-                if fresh and conn.is_connected() and not conn.should_close:
-                    return conn
-                self._discard(conn)
-            if self._count < self.limit:
-                break
+        now = loop.time()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if now - since < KEEPALIVE_SECONDS and conn.is_connected() and not conn.should_close:
+                return conn
+            self._discard(conn)
+        if self._count < self.limit:
+            self._count += 1
+        else:
             if now >= deadline:
                 raise TimeoutError("no connection to the backend came free in time")
-            waiter = loop.create_future()
+            waiter: asyncio.Future[ResponseHandler | None] = loop.create_future()
             entry = (waiter, deadline)
             self._waiters.append(entry)
             self._arm()
             try:
-                await waiter
-            finally:
+                handed = await waiter
+            except BaseException:
                 if entry in self._waiters:
                     self._waiters.remove(entry)
-        self._count += 1
+                elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Handed a connection (or a slot) and cancelled before it ran: pass it on.
+                    self._pass_on(waiter.result())
+                raise
+            if handed is not None:
+                return handed
+            # A slot was handed over (its count kept): open a connection in it.
+        return await self._connect(deadline)
+
+    async def _connect(self, deadline: float) -> ResponseHandler:
+        """Open a connection in a slot already counted; the slot is freed if it fails."""
+        loop = asyncio.get_running_loop()
         try:
+            if self.closed:
+                raise PoolClosed("the connection pool to the backend is closed")
             # The exchange's deadline bounds the connect too, when it is the nearer one.
             left = deadline - loop.time()
             try:
@@ -226,8 +251,7 @@ class ConnectionPool:
                 # Certain not to have reached the backend: unavailable, not a slow answer.
                 raise ConnectTimeout(f"no connection within {self.connect_timeout:g} s") from None
         except BaseException:
-            self._count -= 1
-            self._wake()
+            self._free_slot()
             raise
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -259,36 +283,57 @@ class ConnectionPool:
 
     def put_back(self, conn: ResponseHandler, *, reusable: bool) -> None:
         """Return a connection after its exchange: kept when its answer was read to the end and
-        neither side asked to close, closed otherwise."""
+        neither side asked to close (handed to the longest waiting push, else idle), closed
+        otherwise."""
         self._busy.pop(conn, None)
         if reusable and not self.closed and conn.is_connected() and not conn.should_close:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            self._idle.append((conn, now))
-            # Idle connections past the keep-alive time are closed as others come back.
-            while self._idle and now - self._idle[0][1] >= KEEPALIVE_SECONDS:
-                self._discard(self._idle.popleft()[0])
+            self._pass_on(conn)
         else:
             self._discard(conn)
-        self._wake()
 
-    def _discard(self, conn: ResponseHandler) -> None:
-        conn.close()
-        self._count -= 1
-
-    def _wake(self) -> None:
+    def _pass_on(self, conn: ResponseHandler | None) -> None:
+        """Give a connection, or (None) the slot of a closed one, to the longest waiting push;
+        with none waiting, the connection goes idle and the slot is freed."""
         while self._waiters:
             waiter, _ = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(conn)
                 return
+        if conn is None:
+            self._count -= 1
+            return
+        loop = asyncio.get_running_loop()
+        self._idle.append((conn, loop.time()))
+        if self._reaper is None:
+            self._reaper = loop.call_later(KEEPALIVE_SECONDS, self._reap)
+
+    def _reap(self) -> None:
+        """Close the idle connections past the keep-alive time; again when the next one is."""
+        self._reaper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._idle and now - self._idle[0][1] >= KEEPALIVE_SECONDS:
+            self._discard(self._idle.popleft()[0])
+        if self._idle:
+            left = KEEPALIVE_SECONDS - (now - self._idle[0][1])
+            self._reaper = loop.call_later(left, self._reap)
+
+    def _discard(self, conn: ResponseHandler) -> None:
+        conn.close()
+        self._free_slot()
+
+    def _free_slot(self) -> None:
+        self._pass_on(None)
 
     def close(self) -> None:
         """Close the idle connections; those in use are closed when their exchange ends."""
         self.closed = True
+        waiters, self._waiters = self._waiters, collections.deque()
+        for waiter, _ in waiters:
+            if not waiter.done():
+                waiter.set_exception(PoolClosed("the connection pool to the backend is closed"))
         while self._idle:
             self._discard(self._idle.pop()[0])
-        for waiter, _ in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 
 from gateway import upstream_pool
@@ -22,6 +23,7 @@ from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
 from gateway.upstream import Upstream
 from gateway.upstream_pool import PoolClosed, Sending, request_head
+from tests.support import wait_until
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -350,4 +352,130 @@ async def test_an_answer_that_has_fully_arrived_outlives_the_deadline() -> None:
         await asyncio.sleep(0.5)
         assert await answer.read() == b"ok"
         answer.release()
+        await up.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello body",
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello body",
+    ],
+    ids=["http/1.1-close-delimited", "http/1.0-no-length"],
+)
+async def test_a_body_ended_by_closing_the_connection_is_read_whole(answer: bytes) -> None:
+    # No Content-Length and no chunked coding: the body is whatever comes before the close
+    # (RFC 9112 6.3 rule 8), as a plain HTTP/1.0 server or a streaming backend sends it.
+    async with backend(lambda _h: answer, hang_up=True) as (port, seen):
+        up = upstream(port)
+        assert await push(up) == (200, b"hello body")
+        assert await push(up) == (200, b"hello body")  # on a new connection
+        await up.close()
+    assert [n for n, _ in seen.requests] == [1, 2]
+
+
+async def test_a_status_line_that_races_the_sweep_still_has_its_body_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sweep can run after the status line was queued and before the exchange resumes: the
+    # wait it fails is already over, and nothing else is in flight to keep the sweep going.
+    stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    async with backend(lambda _h: stalled) as (port, _seen):
+        up = upstream(port, timeout_seconds=0.3)
+        pool = up.pool
+        real_read = ResponseHandler.read
+
+        async def read_then_sweep(conn: ResponseHandler) -> object:
+            got = await real_read(conn)
+            await asyncio.sleep(0.4)  # past the deadline (the sweep may already have run)
+            if pool._sweep is not None:
+                pool._sweep.cancel()
+            pool._expire()  # the tick that comes between the status line and the resumption
+            return got
+
+        monkeypatch.setattr(ResponseHandler, "read", read_then_sweep)
+        answer = await up.open("POST", "/", CIMultiDict(), b"x")
+        monkeypatch.undo()
+
+        async def drain() -> None:
+            while await answer.content.readany():
+                pass
+
+        reading = asyncio.ensure_future(drain())
+        done, _ = await asyncio.wait({reading}, timeout=5)
+        assert done, "the body read was left without a deadline"
+        with pytest.raises(TimeoutError):
+            reading.result()
+        answer.release()
+        await up.close()
+
+
+async def test_a_freed_connection_goes_to_the_push_that_waited_longest() -> None:
+    async with backend() as (port, seen):
+        up = upstream(port, max_connections=1)
+        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
+
+        async def exchange(path: str) -> bytes:
+            head = request_head("POST", path, "h", CIMultiDict(), 1)
+            answer = await pool.exchange(
+                head, b"x", skip_body=False, sending=Sending(), deadline=deadline
+            )
+            body = await answer.read()
+            answer.release()
+            return body
+
+        first = await pool.exchange(
+            request_head("POST", "/first", "h", CIMultiDict(), 1),
+            b"x",
+            skip_body=False,
+            sending=Sending(),
+            deadline=deadline,
+        )
+        assert await first.read() == b"ok"
+        waited = asyncio.ensure_future(exchange("/waited"))
+        await asyncio.sleep(0.05)  # it waits for the only connection
+        latecomer = asyncio.ensure_future(exchange("/latecomer"))  # runs before the wake-up
+        first.release()
+        assert [await waited, await latecomer] == [b"ok", b"ok"]
+        await up.close()
+    targets = [head.split(b" ")[1] for _, head in seen.requests]
+    assert targets == [b"/first", b"/waited", b"/latecomer"]
+    assert seen.connections == 1
+
+
+async def test_an_idle_connection_is_closed_once_past_the_keepalive_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_pool, "KEEPALIVE_SECONDS", 0.2)
+    async with backend() as (port, seen):
+        up = upstream(port)
+        assert await push(up) == (200, b"ok")
+        assert up.pool.open_connections == 1
+        await wait_until(lambda: up.pool.open_connections == 0)  # with no push to notice it
+        await wait_until(lambda: seen.open_now == 0)  # the backend saw it closed
+        await up.close()
+
+
+async def test_a_push_cancelled_as_it_is_handed_a_connection_passes_it_on() -> None:
+    async with backend() as (port, seen):
+        up = upstream(port, max_connections=1)
+        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
+        head = request_head("POST", "/", "h", CIMultiDict(), 1)
+
+        def exchange() -> asyncio.Future[upstream_pool.Answer]:
+            return asyncio.ensure_future(
+                pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=deadline)
+            )
+
+        first = await exchange()
+        assert await first.read() == b"ok"
+        cancelled, then = exchange(), exchange()
+        await asyncio.sleep(0.05)  # both wait for the only connection
+        first.release()  # handed to the first waiter...
+        cancelled.cancel()  # ...which is cancelled before it runs
+        answer = await asyncio.wait_for(then, 5)
+        assert await answer.read() == b"ok"
+        answer.release()
+        assert cancelled.cancelled()
+        assert pool.open_connections == 1 and seen.connections == 1
         await up.close()
