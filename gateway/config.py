@@ -730,11 +730,19 @@ def _redis_url(v: Any) -> str:
     if not isinstance(v, str):
         raise _Wrong(True)
     try:
-        ok = urlsplit(v).scheme in ("redis", "rediss")
+        parts = urlsplit(v)
     except ValueError:
-        ok = False
-    if not ok:
+        raise _Wrong(False) from None
+    if parts.scheme not in ("redis", "rediss"):
         raise _Wrong(False)
+    if parts.query:
+        # redis-py would read them for a Cluster and the standalone connection would not: one
+        # rule for both, and the gateway's own keys for what they would set.
+        raise _Wrong(
+            False,
+            "it takes no query options (the database is the path's number; TLS and timeouts "
+            "are replay.redis_ca_file and replay.redis_timeout_seconds)",
+        )
     return v
 
 

@@ -21,11 +21,12 @@ import collections
 import ssl
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
-__all__ = ["Endpoint", "LinkDown", "RedisLink", "ReplyError", "pack"]
+__all__ = ["Endpoint", "LinkDown", "RedisLink", "ReplyError", "pack", "uses_tls"]
 
 Arg = bytes | str | int
 
@@ -36,6 +37,11 @@ class LinkDown(ConnectionError):
 
 class ReplyError(RedisError):
     """Redis answered this command with an error."""
+
+
+def uses_tls(url: str) -> bool:
+    """True for a ``rediss://`` URL, the scheme in any case (RFC 3986 3.1)."""
+    return urlsplit(url).scheme.lower() == "rediss"
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Endpoint:
     def from_url(cls, url: str, ca_file: str | None) -> Endpoint:
         opts = parse_url(url)
         tls = None
-        if url.startswith("rediss://"):
+        if uses_tls(url):
             tls = ssl.create_default_context(cafile=ca_file)
         return cls(
             host=opts.get("host", "localhost"),

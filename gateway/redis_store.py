@@ -48,7 +48,7 @@ from redis.retry import Retry
 from gateway.config import ReplayConfig
 from gateway.errors import Rejection
 from gateway.metrics import Metrics
-from gateway.redis_conn import Endpoint, RedisLink, ReplyError
+from gateway.redis_conn import Endpoint, RedisLink, ReplyError, uses_tls
 from gateway.replay import in_flight
 
 __all__ = ["RedisReplayStore", "reserve_outcome"]
@@ -158,7 +158,7 @@ class RedisReplayStore:
                 "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
                 "health_check_interval": 30,
             }
-            if cfg.redis_url.startswith("rediss://") and cfg.redis_ca_file:
+            if uses_tls(cfg.redis_url) and cfg.redis_ca_file:
                 kwargs["ssl_ca_certs"] = cfg.redis_ca_file
                 kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
             self.client = RedisCluster.from_url(

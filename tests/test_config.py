@@ -254,6 +254,12 @@ def test_minimal_config_is_valid_with_the_documented_defaults() -> None:
             "replay.redis_url: must be a redis:// or rediss:// URL",
         ),
         (
+            base(replay={"store": "redis", "redis_url": "rediss://r:6380/0?ssl_cert_reqs=none"}),
+            "replay.redis_url: must be a redis:// or rediss:// URL; it takes no query options "
+            "(the database is the path's number; TLS and timeouts are replay.redis_ca_file and "
+            "replay.redis_timeout_seconds)",
+        ),
+        (
             base(forward={"header_prefix": "X Jwt"}),
             "forward.header_prefix: must be a valid HTTP header name "
             '(letters, digits and !#$%&\'*+.^_`|~-), not "X Jwt"',

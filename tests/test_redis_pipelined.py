@@ -102,6 +102,21 @@ async def _concurrent_reserves_share_one_write_and_each_gets_its_own_outcome() -
             await raw.aclose()
 
 
+@pytest.mark.parametrize("scheme", ["rediss", "REDISS", "Rediss"])
+def test_a_rediss_url_is_tls_whatever_the_case_of_its_scheme(scheme: str) -> None:
+    # The config accepts the scheme in any case (URL schemes are case-insensitive, RFC 3986
+    # 3.1): a password must never go out in clear because of it.
+    endpoint = Endpoint.from_url(f"{scheme}://:secret@redis.test:6380/2", None)
+    assert endpoint.tls is not None
+    assert (endpoint.host, endpoint.port, endpoint.db, endpoint.password) == (
+        "redis.test",
+        6380,
+        2,
+        "secret",
+    )
+    assert Endpoint.from_url("REDIS://redis.test:6379/0", None).tls is None
+
+
 def test_an_error_reply_fails_only_its_own_call(run: Runner) -> None:
     run(_an_error_reply_fails_only_its_own_call())
 
