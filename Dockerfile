@@ -28,7 +28,8 @@ COPY gateway/ ./gateway/
 
 # A non-editable install: the venv holds the package itself, not a link back to /src. pip
 # compiles the bytecode here, so the read-only final image never needs to write any. The fast
-# extra adds uvloop (wheels for amd64 and arm64), which the gateway then runs on by default.
+# extra adds uvloop (wheels for amd64 and arm64) for JWKSGATE_EVENT_LOOP=uvloop; the default
+# loop is asyncio's (bench/RESULTS.md says why).
 RUN python -m venv /opt/jwksgate \
     && /opt/jwksgate/bin/pip install --no-cache-dir "/src[fast]"
 

@@ -1,4 +1,4 @@
-"""JWKSGATE_EVENT_LOOP: uvloop (the ``fast`` extra) by default when installed, or asyncio."""
+"""JWKSGATE_EVENT_LOOP: asyncio's loop by default, uvloop (the ``fast`` extra) when asked for."""
 
 from __future__ import annotations
 
@@ -20,15 +20,17 @@ from tests.support import World, gateway_config, refused_port, wait_until, world
 uvloop = pytest.importorskip("uvloop")
 
 
-def test_uvloop_is_the_default_when_installed_and_asyncio_is_one_setting_away(
+def test_asyncio_is_the_default_even_with_uvloop_installed_and_uvloop_one_setting_away(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(eventloop.ENV, raising=False)
-    assert eventloop.loop_factory() is uvloop.new_event_loop
-    assert eventloop.loop_factory(" ") is uvloop.new_event_loop
-    assert eventloop.loop_factory("asyncio") is None
-    monkeypatch.setenv(eventloop.ENV, "asyncio")
     assert eventloop.loop_factory() is None
+    assert eventloop.loop_factory(" ") is None
+    assert eventloop.loop_factory("asyncio") is None
+    monkeypatch.setenv(eventloop.ENV, "uvloop")
+    assert eventloop.loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv(eventloop.ENV, "auto")
+    assert eventloop.loop_factory() is uvloop.new_event_loop
 
 
 def test_uvloop_and_auto_choose_uvloop() -> None:
