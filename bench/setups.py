@@ -82,7 +82,7 @@ SPECS: tuple[SetupSpec, ...] = (
                      "window is the stick table's (10 min, 2M entries, in memory)"),
     SetupSpec("jwksgate", "jwksgate, memory replay store", "jwksgate",
               enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub"),
-    SetupSpec("jwksgate-uvloop", "jwksgate, memory replay store, on uvloop (JWKSGATE_EVENT_LOOP=uvloop)",
+    SetupSpec("jwksgate-uvloop", "jwksgate, memory replay store, JWKSGATE_EVENT_LOOP=uvloop",
               "jwksgate", enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", loop="uvloop"),
     SetupSpec("jwksgate-redis", "jwksgate, Redis replay store (redis-server CPU included)",
               "jwksgate", enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", store="redis"),
