@@ -214,9 +214,12 @@ class AccessLog:
     def enabled(self) -> bool:
         return self._log.isEnabledFor(logging.INFO)
 
-    def write(self, fields: dict[str, Any], rejected: bool) -> None:
+    def admit(self, rejected: bool) -> int | None:
+        """Whether a line may be written now: None when not (INFO is off, or it is a rejected
+        line past this second's bound: it is counted), else how many were left out before it
+        (to be reported on it as ``jwksgate.suppressed_before``, last)."""
         if not self._log.isEnabledFor(logging.INFO):
-            return
+            return None
         if rejected:
             second = int(self._clock())
             if second != self._window:
@@ -224,15 +227,26 @@ class AccessLog:
             self._in_window += 1
             if self._in_window > self._limit:
                 self._suppressed += 1
-                return
-        if self._suppressed:
-            fields["jwksgate.suppressed_before"] = self._suppressed
-            self._suppressed = 0
+                return None
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+    def emit(self, line: str) -> None:
+        """Write one rendered line (after ``admit``)."""
         handler = _sole_handler(self._log)
         if handler is not None:
-            handler.emit_line(dumps(fields))
+            handler.emit_line(line)
         else:
-            self._log.info(dumps(fields))
+            self._log.info(line)
+
+    def write(self, fields: dict[str, Any], rejected: bool) -> None:
+        """``admit``, then the fields as one JSON line."""
+        suppressed = self.admit(rejected)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["jwksgate.suppressed_before"] = suppressed
+        self.emit(dumps(fields))
 
 
 def _sole_handler(log: logging.Logger) -> _LineHandler | None:
