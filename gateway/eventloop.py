@@ -3,8 +3,8 @@
 ``JWKSGATE_EVENT_LOOP``: ``asyncio`` (the default), ``uvloop`` (an error if it is not installed:
 ``pip install 'jwksgate[fast]'``) or ``auto`` (uvloop when installed, else asyncio). In
 ``bench/`` (bench/RESULTS.md, ``jwksgate-uvloop`` beside ``jwksgate`` in the same run) uvloop
-saved only 1-4 % of the CPU per push on this code, and the p99 latency seen by the senders at 64
-connections was 2.2-2.6x asyncio's (the time inside the handler was not longer: the wait is
+saved at most 5 % of the CPU per push on this code, and the p99 latency seen by the senders at
+64 connections was 2.1-3.9x asyncio's (the time inside the handler was not longer: the wait is
 before or after it), so it is not the default.
 """
 
