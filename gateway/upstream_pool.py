@@ -220,8 +220,13 @@ class ConnectionPool:
                 if entry in self._waiters:
                     self._waiters.remove(entry)
                 elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    # Handed a connection (or a slot) and cancelled before it ran: pass it on.
-                    self._pass_on(waiter.result())
+                    # Handed a connection (or a slot) and cancelled before it ran: pass it on
+                    # (closed instead, should the pool have been closed meanwhile).
+                    unused = waiter.result()
+                    if unused is None:
+                        self._free_slot()
+                    else:
+                        self.put_back(unused, reusable=True)
                 raise
             if handed is not None:
                 return handed

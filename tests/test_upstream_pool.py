@@ -479,3 +479,24 @@ async def test_a_push_cancelled_as_it_is_handed_a_connection_passes_it_on() -> N
         assert cancelled.cancelled()
         assert pool.open_connections == 1 and seen.connections == 1
         await up.close()
+
+
+async def test_a_connection_handed_to_a_push_cancelled_after_the_pool_closed_is_closed() -> None:
+    async with backend() as (port, _seen):
+        up = upstream(port, max_connections=1)
+        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
+        head = request_head("POST", "/", "h", CIMultiDict(), 1)
+        first = await pool.exchange(
+            head, b"x", skip_body=False, sending=Sending(), deadline=deadline
+        )
+        assert await first.read() == b"ok"
+        waiting = asyncio.ensure_future(
+            pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=deadline)
+        )
+        await asyncio.sleep(0.05)
+        first.release()  # handed to the waiting push...
+        pool.close()  # ...the pool closes...
+        waiting.cancel()  # ...and the push is cancelled before it ran
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert pool.open_connections == 0  # closed, not left idle in a closed pool
