@@ -211,9 +211,6 @@ class AccessLog:
         self._in_window = 0
         self._suppressed = 0
 
-    def enabled(self) -> bool:
-        return self._log.isEnabledFor(logging.INFO)
-
     def admit(self, rejected: bool) -> int | None:
         """Whether a line may be written now: None when not (INFO is off, or it is a rejected
         line past this second's bound: it is counted), else how many were left out before it
