@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 from jwcrypto import jwk, jws
 
 from gateway.config import Config, parse_config
@@ -380,3 +381,15 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def fuzz(max_examples: int, *also_suppress: HealthCheck) -> settings:
+    """The suite's Hypothesis settings: the same examples every run (derandomized, no example
+    database), no per-example deadline (the machines are shared and noisy), slow data allowed."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, *also_suppress],
+    )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from gateway import access
@@ -20,7 +20,7 @@ from gateway.access import Attempt, Recorder
 from gateway.errors import Rejection
 from gateway.logs import ECS_VERSION, AccessLog, clip, dumps, rfc3339
 from gateway.metrics import Metrics
-from tests.support import captured_log
+from tests.support import captured_log, fuzz
 
 NOW = 1796353200.25
 
@@ -83,13 +83,7 @@ REJECTIONS = st.none() | st.builds(
 REQUESTS = st.none() | st.fixed_dictionaries(
     {"client": MAYBE, "method": st.none() | st.sampled_from(["POST", "GET", 'X"Y']), "path": MAYBE}
 )
-FUZZ = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz(400, HealthCheck.function_scoped_fixture)
 
 
 @FUZZ

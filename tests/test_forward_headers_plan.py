@@ -13,20 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import forward_headers as fh
 from gateway.config import ForwardConfig, IssuerConfig, StaticTokenConfig, TokenFromConfig
+from tests.support import fuzz
 
-FUZZ = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FUZZ = fuzz(400)
 
 
 def oracle(

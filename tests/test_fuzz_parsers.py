@@ -23,7 +23,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 # The functions under test, in one block: modules may move (gateway/authn/, jwks.py) and only
@@ -47,15 +47,9 @@ from gateway.verify import (
     replay_ttl,
     route,
 )
-from tests.support import JwksServer, SigningKey, b64url, sign
+from tests.support import JwksServer, SigningKey, b64url, fuzz, sign
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz(200, HealthCheck.data_too_large)
 ISSUER = IssuerConfig(
     name="sender",
     jwks_url="https://sender.test/jwks.json",

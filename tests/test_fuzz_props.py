@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from jwcrypto import jwk
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -47,15 +47,9 @@ from gateway.config import (
 from gateway.errors import ConfigError, Rejection
 from gateway.forward_headers import forwarding_headers, gateway_header_names
 from gateway.jwks import JwksError, parse_jwks, select_keys
-from tests.support import gateway_config_data
+from tests.support import fuzz, gateway_config_data
 
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz(150, HealthCheck.data_too_large)
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- JSON-shaped values --------------------------------------------------------------------------
