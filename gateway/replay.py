@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import math
 from collections.abc import Callable
 from typing import Protocol
@@ -72,9 +73,14 @@ class MemoryReplayStore:
     """An in-process store for a single replica: a dict of key -> expiry, bounded.
 
     Keys reserved and not yet committed are also in ``_reserved`` (a handful: the requests in
-    flight), which is what tells "in flight" from "delivered". Keys are 32-byte digests; expired
-    entries are swept in slices in the background so that a million entries never stall the
-    event loop, and all at once only when the store is full.
+    flight), which is what tells "in flight" from "delivered". Keys are 32-byte digests.
+
+    Each key is also filed under the whole second its expiry falls in (``_due``, with a heap of
+    those seconds), so that a sweep visits only the seconds that are due: the keys that expire,
+    plus those whose expiry was set again (a commit, a release: skipped, they are filed anew).
+    Walking and copying every entry instead cost about 200 ms of CPU and a 15 ms stall of the
+    event loop every 10 s with a million entries. The background sweep yields to the loop
+    between slices; a full store sweeps what is due at once, at most once a second.
     """
 
     name = "memory"
@@ -84,6 +90,9 @@ class MemoryReplayStore:
         self._clock = clock
         self._expiry: dict[bytes, float] = {}
         self._reserved: set[bytes] = set()
+        # second -> the keys whose expiry fell in it when it was set; the heap holds its keys.
+        self._due: dict[int, list[bytes]] = {}
+        self._seconds: list[int] = []
         self._last_full_sweep = -math.inf
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -106,12 +115,12 @@ class MemoryReplayStore:
                     "the replay store is full; retry after entries expire",
                     retry_after=5,
                 )
-        self._expiry[key] = now + hold_seconds
+        self._expire_at(key, now + hold_seconds)
         self._reserved.add(key)
         return True
 
     async def commit(self, key: bytes, ttl_seconds: float) -> None:
-        self._expiry[key] = self._clock() + ttl_seconds
+        self._expire_at(key, self._clock() + ttl_seconds)
         self._reserved.discard(key)
 
     async def release(self, key: bytes) -> None:
@@ -124,25 +133,68 @@ class MemoryReplayStore:
     def entries(self) -> int:
         return len(self._expiry)
 
-    def _sweep_all(self, now: float) -> None:
-        for key in [k for k, e in self._expiry.items() if e <= now]:
-            del self._expiry[key]
-            self._reserved.discard(key)
+    def _expire_at(self, key: bytes, expiry: float) -> None:
+        self._expiry[key] = expiry
+        self._file(int(expiry), [key])
+
+    def _file(self, second: int, keys: list[bytes]) -> None:
+        filed = self._due.get(second)
+        if filed is None:
+            self._due[second] = keys
+            heapq.heappush(self._seconds, second)
+        else:
+            filed.extend(keys)
+
+    def _sweep_second(self, now: float) -> tuple[int, list[bytes]]:
+        """Drop the expired keys of the earliest second on the heap (due by ``now``); returns
+        how many were dropped, and the keys of that second still alive (the current second's),
+        to be filed again once the sweep is done."""
+        second = heapq.heappop(self._seconds)
+        removed = 0
+        alive: list[bytes] = []
+        for key in self._due.pop(second):
+            expiry = self._expiry.get(key)
+            if expiry is None or int(expiry) != second:
+                continue  # released, or filed under the second of its newer expiry
+            if expiry <= now:
+                del self._expiry[key]
+                self._reserved.discard(key)
+                removed += 1
+            else:
+                alive.append(key)
+        return removed, alive
+
+    def _sweep_all(self, now: float) -> int:
+        """Every due second at once; returns how many keys were dropped."""
+        removed = 0
+        later: list[tuple[int, list[bytes]]] = []
+        while self._seconds and self._seconds[0] <= now:
+            second = self._seconds[0]
+            dropped, alive = self._sweep_second(now)
+            removed += dropped
+            if alive:
+                later.append((second, alive))
+        self._file_again(later)
+        return removed
+
+    def _file_again(self, later: list[tuple[int, list[bytes]]]) -> None:
+        for second, keys in later:
+            self._file(second, list(dict.fromkeys(keys)))
 
     async def sweep(self, slice_size: int = 10_000) -> int:
-        """Remove expired entries, yielding to the loop between slices; returns how many."""
-        removed = 0
-        keys = list(self._expiry)
-        for start in range(0, len(keys), slice_size):
-            now = self._clock()
-            for key in keys[start : start + slice_size]:
-                expiry = self._expiry.get(key)
-                if expiry is not None and expiry <= now:
-                    del self._expiry[key]
-                    self._reserved.discard(key)
-                    removed += 1
-            await asyncio.sleep(0)
-        return removed
+        """Remove expired entries, yielding to the loop between slices; returns how many. The
+        seconds before the current one are wholly expired; the current one goes last, with no
+        yield (some of its keys are still alive and filed again)."""
+        removed = visited = 0
+        now = self._clock()
+        while self._seconds and self._seconds[0] < int(now):
+            visited += len(self._due[self._seconds[0]])
+            removed += self._sweep_second(now)[0]  # nothing of an earlier second is alive
+            if visited >= slice_size:
+                visited = 0
+                await asyncio.sleep(0)
+                now = self._clock()
+        return removed + self._sweep_all(self._clock())
 
     def start(self, interval: float = 10.0) -> None:
         async def loop() -> None:

@@ -177,10 +177,10 @@ async def test_a_full_memory_store_sweeps_at_most_once_a_second() -> None:
     sweeps = 0
     original = store._sweep_all
 
-    def counting(now: float) -> None:
+    def counting(now: float) -> int:
         nonlocal sweeps
         sweeps += 1
-        original(now)
+        return original(now)
 
     store._sweep_all = counting  # type: ignore[method-assign]
     for i in range(3):
