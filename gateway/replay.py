@@ -76,8 +76,8 @@ class MemoryReplayStore:
     flight), which is what tells "in flight" from "delivered". Keys are 32-byte digests.
 
     Each key is also filed under the whole second its expiry falls in (``_due``, with a heap of
-    those seconds), so that a sweep visits only the seconds that are due: the keys that expire,
-    plus those whose expiry was set again (a commit, a release: skipped, they are filed anew).
+    those seconds), so that a sweep visits only the seconds that are due: the keys that expire
+    there, and the old filings of keys released or given a newer expiry since (skipped).
     Walking and copying every entry instead cost about 200 ms of CPU and a 15 ms stall of the
     event loop every 10 s with a million entries. The background sweep yields to the loop
     between slices; a full store sweeps what is due at once, at most once a second.
@@ -90,7 +90,7 @@ class MemoryReplayStore:
         self._clock = clock
         self._expiry: dict[bytes, float] = {}
         self._reserved: set[bytes] = set()
-        # second -> the keys whose expiry fell in it when it was set; the heap holds its keys.
+        # second -> the keys whose expiry fell in it when it was set; a heap of those seconds.
         self._due: dict[int, list[bytes]] = {}
         self._seconds: list[int] = []
         self._last_full_sweep = -math.inf
@@ -104,8 +104,8 @@ class MemoryReplayStore:
                 raise in_flight(expiry - now)
             return False
         if expiry is None and len(self._expiry) >= self.max_entries:
-            # A full sweep walks every entry: at most once a second, or a full store would
-            # stall the event loop (and the admin port with it) on every request.
+            # A full store sweeps what is due at most once a second: a flood of new keys
+            # must not sweep on every request.
             if now - self._last_full_sweep >= 1.0:
                 self._last_full_sweep = now
                 self._sweep_all(now)
