@@ -323,9 +323,12 @@ def run(opts: Options) -> dict[str, Any]:
     if opts.compare:
         compared = export_revision(opts.compare, opts.out)
         results["code"]["compared"] = {"ref": opts.compare, "commit": compared.name}
-        spec = setups.compare_spec(opts.compare, compared.name, compared)
-        at = next((i + 1 for i, s in enumerate(wanted) if s.name == "jwksgate"), len(wanted))
-        wanted.insert(at, spec)
+        bases = [s for s in wanted if s.name in setups.COMPARABLE]
+        if not bases:
+            wanted.append(setups.compare_spec(opts.compare, compared.name, compared))
+        for base in bases:
+            spec = setups.compare_spec(opts.compare, compared.name, compared, base)
+            wanted.insert(wanted.index(base) + 1, spec)
     specs = []
     for spec in wanted:
         why = setups.missing_program(spec)

@@ -42,6 +42,8 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("jwksgate-uvloop", "jwksgate", "p99_ms", why="p99 on uvloop vs on asyncio's loop"),
     Ratio("jwksgate", "jwksgate@compared", "cpu_us", why="CPU vs the --compare revision"),
     Ratio("jwksgate", "jwksgate@compared", "p99_ms", why="p99 vs the --compare revision"),
+    Ratio("jwksgate-redis", "jwksgate-redis@compared", "cpu_us",
+          why="CPU with Redis vs the --compare revision"),
 )  # fmt: skip
 
 

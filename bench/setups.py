@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from bench import peer_configs, procs, tokens
 
 __all__ = [
     "CHECKS",
+    "COMPARABLE",
     "COMPARED",
     "SPECS",
     "Context",
@@ -105,10 +106,17 @@ def _which(program: str) -> str | None:
     return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
 
 
-def compare_spec(ref: str, sha: str, code: Path) -> SetupSpec:
-    """jwksgate (memory store) at another revision, measured beside this one (``--compare``)."""
-    return SetupSpec(COMPARED, f"jwksgate at {ref} ({sha}), memory replay store", "jwksgate",
-                     enforces=frozenset(CHECKS), sub_header="X-Jwt-Sub", code=code)  # fmt: skip
+# The setups ``--compare`` measures at the other revision too.
+COMPARABLE = ("jwksgate", "jwksgate-redis")
+
+
+def compare_spec(ref: str, sha: str, code: Path, base: SetupSpec | None = None) -> SetupSpec:
+    """``base`` (jwksgate with the memory store when None) at another revision, measured beside
+    this one (``--compare``), as ``<base name>@compared``."""
+    if base is None:
+        base = next(s for s in SPECS if s.name == "jwksgate")
+    return replace(base, name=f"{base.name}@compared", code=code,
+                   description=f"{base.description}, at {ref} ({sha})")  # fmt: skip
 
 
 def missing_program(spec: SetupSpec) -> str | None:

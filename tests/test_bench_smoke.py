@@ -174,3 +174,16 @@ def test_the_uvloop_setup_runs_on_uvloop_and_the_others_on_the_runs_loop(tmp_pat
         }
     # uvloop is a test extra: the setup can run here.
     assert setups.missing_program(by_name["jwksgate-uvloop"]) is None
+
+
+def test_compare_measures_each_jwksgate_setup_at_the_other_revision(tmp_path: Path) -> None:
+    by_name = {s.name: s for s in SPECS}
+    redis = setups.compare_spec("v1", "abc1234", tmp_path, by_name["jwksgate-redis"])
+    assert (redis.name, redis.store, redis.code) == ("jwksgate-redis@compared", "redis", tmp_path)
+    assert redis.enforces == by_name["jwksgate-redis"].enforces
+    memory = setups.compare_spec("v1", "abc1234", tmp_path)
+    assert (memory.name, memory.store) == (setups.COMPARED, "memory")
+    assert "at v1 (abc1234)" in memory.description
+    # Each has its ratio row against the setup it copies.
+    rows = {(r.setup, r.peer) for r in RATIOS}
+    assert {("jwksgate", memory.name), ("jwksgate-redis", redis.name)} <= rows
