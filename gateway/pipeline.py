@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -22,7 +21,7 @@ from gateway.body import read_body
 from gateway.errors import Rejection
 from gateway.forward_headers import idempotency_key, upstream_headers
 from gateway.metrics import Metrics
-from gateway.replay import MemoryReplayStore, ReplayStore
+from gateway.replay import ReplayStore
 from gateway.runtime import Runtime, Runtimes
 from gateway.token_from import forwarded_path
 from gateway.upstream import Answer, Sending
@@ -54,16 +53,6 @@ class Pipeline:
         self.recorder = recorder
         self.clock = clock
         self.proto = "https" if tls else "http"
-        # The memory store's operations never suspend, so a cancellation cannot cut them
-        # short: awaited directly, they need no shield (a task and two loop iterations each).
-        self._instant_store = type(store) is MemoryReplayStore
-
-    async def _settle(self, op: Coroutine[Any, Any, None]) -> None:
-        """Run a store operation to its end, whatever happens to the request meanwhile."""
-        if self._instant_store:
-            await op
-        else:
-            await asyncio.shield(op)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -130,11 +119,12 @@ class Pipeline:
         attempt.upstream_status = up.status
         if key is not None:
             try:
-                # Shielded: a cancellation (the drain's grace) must not leave the key reserved.
+                # A cancellation (the drain's grace) cannot leave the key reserved: the store
+                # finishes a commit or release whose caller is gone (ReplayStore).
                 if up.status >= 500 or up.status in _NOT_TAKEN:
-                    await self._settle(self.store.release(key))
+                    await self.store.release(key)
                 else:
-                    await self._settle(self.store.commit(key, verified.replay_ttl))
+                    await self.store.commit(key, verified.replay_ttl)
             except BaseException:
                 up.release()  # cancelled meanwhile: the connection is not left taken
                 raise
@@ -185,9 +175,9 @@ class Pipeline:
         except BaseException as e:
             # Not delivered, whatever went wrong (no answer, a timeout, the drain's grace cut it
             # off, a bug): the sender's retry of this very token must be accepted, on this
-            # replica or another. Shielded, so that a cancellation cannot skip the release.
+            # replica or another (the store finishes the release even if this is cancelled).
             if verified.replay_key is not None:
-                await self._settle(self.store.release(verified.replay_key))
+                await self.store.release(verified.replay_key)
             self.metrics.observe_upstream(None, time.perf_counter() - up_started)
             if sending.sent:
                 self._ambiguous(verified, attempt, ambiguity(e), headers.get(idem or "", ""))

@@ -37,7 +37,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -268,6 +268,18 @@ class RedisReplayStore:
         _, until = held
         rkey = self.redis_key(key)
         ttl_ms = _ms(ttl_seconds)
+        try:
+            await self._commit(rkey, ttl_ms, until)
+        except asyncio.CancelledError:
+            # The request was cancelled (the drain's grace ran out): the push was delivered all
+            # the same, so its commit goes on without it (a SET: running it twice is harmless).
+            self._in_background(
+                self._commit(rkey, ttl_ms, until),
+                "a replay of a delivered push will be forwarded once its hold ends",
+            )
+            raise
+
+    async def _commit(self, rkey: str, ttl_ms: int, until: float) -> None:
         # Delivered: until this lands, a retry is answered "in flight" (never lost), and once the
         # hold ends it would be forwarded again. So keep trying for as long as the hold lasts:
         # a merely slow Redis only delays the answer.
@@ -299,18 +311,28 @@ class RedisReplayStore:
             # Keep trying in the background: while the reservation stands, the sender's retry of
             # this token is answered "in flight".
             self._abandon(rkey, owner)
+        except asyncio.CancelledError:
+            self._abandon(rkey, owner)  # the request was cancelled: released all the same
+            raise
 
     def _abandon(self, rkey: str, owner: str) -> None:
         """A reservation no request holds any more (or may hold, if its SET ran after all):
         released in the background, and taken over on the spot by this process's next reserve
         of the same key (a sender's retry) if that comes first."""
+        if self._in_background(self._release_later(rkey, owner), "the reservation expires alone"):
+            self._orphans.setdefault(rkey, set()).add(owner)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], else_: str) -> bool:
+        """Run a store operation no request waits for any more, within a bound; False (and
+        ``else_`` logged) when too many are pending already."""
         if len(self._background) >= _MAX_BACKGROUND_RELEASES:
-            log.error("replay store: too many pending releases; a reservation will expire alone")
-            return
-        self._orphans.setdefault(rkey, set()).add(owner)
-        task = asyncio.ensure_future(self._release_later(rkey, owner))
+            work.close()
+            log.error("replay store: too many pending background operations; %s", else_)
+            return False
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return True
 
     async def _release_later(self, rkey: str, owner: str) -> None:
         # Retry soon (a sender retries after Retry-After: 2 s, after a 502 at once). Release

@@ -51,11 +51,14 @@ class ReplayStore(Protocol):
         ...
 
     async def commit(self, key: bytes, ttl_seconds: float) -> None:
-        """Keep a reserved key for ``ttl_seconds`` (the push was delivered)."""
+        """Keep a reserved key for ``ttl_seconds`` (the push was delivered). Carried through
+        even when the caller is cancelled meanwhile (the request's task: the drain's grace),
+        in the background if it must wait: callers await it with no shield."""
         ...
 
     async def release(self, key: bytes) -> None:
-        """Drop a reservation so that the sender's retry of the same token is accepted."""
+        """Drop a reservation so that the sender's retry of the same token is accepted;
+        carried through even when the caller is cancelled, as ``commit``."""
         ...
 
     async def ready(self) -> str | None:

@@ -282,3 +282,45 @@ async def _no_redis_fails_within_the_timeout() -> None:
             await asyncio.wait_for(link.call("PING"), 5)
     finally:
         await link.close()
+
+
+def test_a_commit_or_release_whose_caller_is_cancelled_still_lands(run: Runner) -> None:
+    run(_a_commit_or_release_whose_caller_is_cancelled_still_lands())
+
+
+async def _a_commit_or_release_whose_caller_is_cancelled_still_lands() -> None:
+    # The pipeline awaits commits and releases in the request's own task (no shield task): a
+    # cancellation of the request (the drain's grace running out) must not cut them short.
+    with redis_server() as r:
+        store = store_for(r.url)
+        raw = aioredis.Redis.from_url(r.url)
+        try:
+            for k in (key(1), key(2)):
+                assert await store.reserve(k, 30.0)
+            assert r.proc is not None
+            r.proc.send_signal(signal.SIGSTOP)  # Redis stalls: both calls go out, unanswered
+            commit = asyncio.ensure_future(store.commit(key(1), 60.0))
+            release = asyncio.ensure_future(store.release(key(2)))
+            await asyncio.sleep(0.1)
+            commit.cancel()
+            release.cancel()
+            for task in (commit, release):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            r.proc.send_signal(signal.SIGCONT)
+
+            async def landed() -> bool:
+                return (
+                    await raw.get(store.redis_key(key(1))) == b"d"
+                    and await raw.get(store.redis_key(key(2))) is None
+                )
+
+            for _ in range(200):
+                if await landed():
+                    break
+                await asyncio.sleep(0.05)
+            assert await landed()  # delivered stays delivered; released is reservable
+            assert await store.reserve(key(2), 30.0)
+        finally:
+            await store.close()
+            await raw.aclose()
