@@ -236,15 +236,6 @@ class AccessLog:
         else:
             self._log.info(line)
 
-    def write(self, fields: dict[str, Any], rejected: bool) -> None:
-        """``admit``, then the fields as one JSON line."""
-        suppressed = self.admit(rejected)
-        if suppressed is None:
-            return
-        if suppressed:
-            fields["jwksgate.suppressed_before"] = suppressed
-        self.emit(dumps(fields))
-
 
 def _sole_handler(log: logging.Logger) -> _LineHandler | None:
     """The gateway's line handler when it is the only thing an INFO record of ``log`` would

@@ -322,12 +322,12 @@ class RedisReplayStore:
         if self._in_background(self._release_later(rkey, owner), "the reservation expires alone"):
             self._orphans.setdefault(rkey, set()).add(owner)
 
-    def _in_background(self, work: Coroutine[Any, Any, None], else_: str) -> bool:
+    def _in_background(self, work: Coroutine[Any, Any, None], if_full: str) -> bool:
         """Run a store operation no request waits for any more, within a bound; False (and
-        ``else_`` logged) when too many are pending already."""
+        ``if_full`` logged) when too many are pending already."""
         if len(self._background) >= _MAX_BACKGROUND_RELEASES:
             work.close()
-            log.error("replay store: too many pending background operations; %s", else_)
+            log.error("replay store: too many pending background operations; %s", if_full)
             return False
         task = asyncio.ensure_future(work)
         self._background.add(task)

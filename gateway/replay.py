@@ -138,24 +138,22 @@ class MemoryReplayStore:
 
     def _expire_at(self, key: bytes, expiry: float) -> None:
         self._expiry[key] = expiry
-        self._file(int(expiry), [key])
-
-    def _file(self, second: int, keys: list[bytes]) -> None:
+        second = int(expiry)
         filed = self._due.get(second)
         if filed is None:
-            self._due[second] = keys
+            self._due[second] = [key]
             heapq.heappush(self._seconds, second)
         else:
-            filed.extend(keys)
+            filed.append(key)
 
-    def _sweep_second(self, now: float) -> tuple[int, list[bytes]]:
+    def _sweep_earliest(self, now: float) -> int:
         """Drop the expired keys of the earliest second on the heap (due by ``now``); returns
-        how many were dropped, and the keys of that second still alive (the current second's),
-        to be filed again once the sweep is done."""
-        second = heapq.heappop(self._seconds)
+        how many. The second leaves the heap with its last key: only the current one, some of
+        its keys still alive, stays."""
+        second = self._seconds[0]
         removed = 0
         alive: list[bytes] = []
-        for key in self._due.pop(second):
+        for key in self._due[second]:
             expiry = self._expiry.get(key)
             if expiry is None or int(expiry) != second:
                 continue  # released, or filed under the second of its newer expiry
@@ -165,34 +163,31 @@ class MemoryReplayStore:
                 removed += 1
             else:
                 alive.append(key)
-        return removed, alive
+        if alive:
+            self._due[second] = list(dict.fromkeys(alive))
+        else:
+            del self._due[second]
+            heapq.heappop(self._seconds)
+        return removed
 
     def _sweep_all(self, now: float) -> int:
         """Every due second at once; returns how many keys were dropped."""
         removed = 0
-        later: list[tuple[int, list[bytes]]] = []
         while self._seconds and self._seconds[0] <= now:
             second = self._seconds[0]
-            dropped, alive = self._sweep_second(now)
-            removed += dropped
-            if alive:
-                later.append((second, alive))
-        self._file_again(later)
+            removed += self._sweep_earliest(now)
+            if self._seconds and self._seconds[0] == second:
+                break  # the current second stays: every later one is still to come
         return removed
-
-    def _file_again(self, later: list[tuple[int, list[bytes]]]) -> None:
-        for second, keys in later:
-            self._file(second, list(dict.fromkeys(keys)))
 
     async def sweep(self, slice_size: int = 10_000) -> int:
         """Remove expired entries, yielding to the loop between slices; returns how many. The
-        seconds before the current one are wholly expired; the current one goes last, with no
-        yield (some of its keys are still alive and filed again)."""
+        seconds before the current one are wholly expired; the current one goes last."""
         removed = visited = 0
         now = self._clock()
         while self._seconds and self._seconds[0] < int(now):
             visited += len(self._due[self._seconds[0]])
-            removed += self._sweep_second(now)[0]  # nothing of an earlier second is alive
+            removed += self._sweep_earliest(now)
             if visited >= slice_size:
                 visited = 0
                 await asyncio.sleep(0)

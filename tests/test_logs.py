@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +19,16 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [json.loads(r.getMessage()) for r in caplog.records if r.name == "jwksgate.access"]
 
 
+def write(log: AccessLog, fields: dict[str, Any], rejected: bool) -> None:
+    """What the Recorder does with a line: ``admit``, the count of the left-out lines last."""
+    suppressed = log.admit(rejected)
+    if suppressed is None:
+        return
+    if suppressed:
+        fields["jwksgate.suppressed_before"] = suppressed
+    log.emit(dumps(fields))
+
+
 def test_rejections_beyond_the_limit_are_counted_not_written(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -25,10 +36,10 @@ def test_rejections_beyond_the_limit_are_counted_not_written(
     log = AccessLog(max_rejections_per_second=3, clock=clock)
     with caplog.at_level(logging.INFO, logger="jwksgate.access"):
         for i in range(10):
-            log.write({"n": i, "reason": "bad_signature"}, rejected=True)
-        log.write({"n": 10, "reason": "none"}, rejected=False)  # never sampled
+            write(log, {"n": i, "reason": "bad_signature"}, rejected=True)
+        write(log, {"n": 10, "reason": "none"}, rejected=False)  # never sampled
         clock.advance(1.0)
-        log.write({"n": 11, "reason": "expired"}, rejected=True)  # a new second
+        write(log, {"n": 11, "reason": "expired"}, rejected=True)  # a new second
     got = lines(caplog)
     assert [line["n"] for line in got] == [0, 1, 2, 10, 11]
     assert got[3]["jwksgate.suppressed_before"] == 7  # reported on the next line written
@@ -84,7 +95,7 @@ FIELDS = {"@timestamp": "2026-12-03T15:13:54.123Z", "message": "POST /é 200", "
 def test_an_access_line_reaches_stdout_as_the_same_bytes(tmp_path: Path) -> None:
     out = tmp_path / "stdout.log"
     with logging_to(out):
-        AccessLog().write(dict(FIELDS), rejected=False)
+        AccessLog().emit(dumps(dict(FIELDS)))
         logging.getLogger("jwksgate.access").info(dumps(FIELDS))  # through a LogRecord
     first, second = out.read_bytes().splitlines(keepends=True)
     assert first == second == (dumps(FIELDS) + "\n").encode()
@@ -96,7 +107,7 @@ def test_an_access_line_inside_an_event_loop_is_written_at_the_next_iteration(
     out = tmp_path / "stdout.log"
 
     async def main() -> str:
-        AccessLog().write(dict(FIELDS), rejected=False)
+        AccessLog().emit(dumps(dict(FIELDS)))
         before = out.read_text()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -127,8 +138,8 @@ def test_an_access_line_goes_through_logging_when_anything_else_may_see_it(
                 return "drop" not in record.getMessage()
 
             target.addFilter(keep)
-        AccessLog().write({"n": 1}, rejected=False)
-        AccessLog().write({"n": 2, "drop": True}, rejected=False)
+        AccessLog().emit(dumps({"n": 1}))
+        AccessLog().emit(dumps({"n": 2, "drop": True}))
         access.removeHandler(seen)
     assert [json.loads(r.getMessage())["n"] for r in seen.records] == [1, 2]
     written = [json.loads(line)["n"] for line in out.read_text().splitlines()]
@@ -143,12 +154,12 @@ def test_an_access_line_is_not_written_past_the_handler_level_or_to_a_propagated
     with logging_to(out):
         [handler] = logging.getLogger("jwksgate").handlers
         handler.setLevel(logging.WARNING)
-        AccessLog().write({"n": 1}, rejected=False)
+        AccessLog().emit(dumps({"n": 1}))
         handler.setLevel(logging.NOTSET)
         logging.getLogger("jwksgate").propagate = True
         logging.getLogger().addHandler(seen)
         try:
-            AccessLog().write({"n": 2}, rejected=False)
+            AccessLog().emit(dumps({"n": 2}))
         finally:
             logging.getLogger().removeHandler(seen)
     assert [json.loads(r.getMessage())["n"] for r in seen.records] == [2]

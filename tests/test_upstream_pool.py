@@ -22,7 +22,7 @@ from gateway import upstream_pool
 from gateway.config import UpstreamConfig
 from gateway.errors import Rejection
 from gateway.upstream import Upstream
-from gateway.upstream_pool import PoolClosed, Sending, request_head
+from gateway.upstream_pool import Answer, PoolClosed, Sending, request_head
 from tests.support import wait_until
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -108,6 +108,15 @@ async def push(up: Upstream, method: str = "POST", body: bytes = b"{}") -> tuple
 
 def upstream(port: int, **kw: float | int) -> Upstream:
     return Upstream(UpstreamConfig(url=f"http://127.0.0.1:{port}", **kw))  # type: ignore[arg-type]
+
+
+def exchange(pool: upstream_pool.ConnectionPool, path: str = "/") -> asyncio.Future[Answer]:
+    """One exchange on ``pool`` straight (a POST of one byte, 10 s to go), started now."""
+    head = request_head("POST", path, "h", CIMultiDict(), 1)
+    deadline = asyncio.get_running_loop().time() + 10
+    return asyncio.ensure_future(
+        pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=deadline)
+    )
 
 
 async def test_sequential_pushes_reuse_one_connection_and_go_out_as_aiohttp_wrote_them() -> None:
@@ -413,28 +422,18 @@ async def test_a_status_line_that_races_the_sweep_still_has_its_body_deadline(
 async def test_a_freed_connection_goes_to_the_push_that_waited_longest() -> None:
     async with backend() as (port, seen):
         up = upstream(port, max_connections=1)
-        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
 
-        async def exchange(path: str) -> bytes:
-            head = request_head("POST", path, "h", CIMultiDict(), 1)
-            answer = await pool.exchange(
-                head, b"x", skip_body=False, sending=Sending(), deadline=deadline
-            )
-            body = await answer.read()
-            answer.release()
+        async def read(answer: asyncio.Future[Answer]) -> bytes:
+            got = await answer
+            body = await got.read()
+            got.release()
             return body
 
-        first = await pool.exchange(
-            request_head("POST", "/first", "h", CIMultiDict(), 1),
-            b"x",
-            skip_body=False,
-            sending=Sending(),
-            deadline=deadline,
-        )
+        first = await exchange(up.pool, "/first")
         assert await first.read() == b"ok"
-        waited = asyncio.ensure_future(exchange("/waited"))
+        waited = asyncio.ensure_future(read(exchange(up.pool, "/waited")))
         await asyncio.sleep(0.05)  # it waits for the only connection
-        latecomer = asyncio.ensure_future(exchange("/latecomer"))  # runs before the wake-up
+        latecomer = asyncio.ensure_future(read(exchange(up.pool, "/latecomer")))  # runs first
         first.release()
         assert [await waited, await latecomer] == [b"ok", b"ok"]
         await up.close()
@@ -459,17 +458,10 @@ async def test_an_idle_connection_is_closed_once_past_the_keepalive_time(
 async def test_a_push_cancelled_as_it_is_handed_a_connection_passes_it_on() -> None:
     async with backend() as (port, seen):
         up = upstream(port, max_connections=1)
-        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
-        head = request_head("POST", "/", "h", CIMultiDict(), 1)
-
-        def exchange() -> asyncio.Future[upstream_pool.Answer]:
-            return asyncio.ensure_future(
-                pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=deadline)
-            )
-
-        first = await exchange()
+        pool = up.pool
+        first = await exchange(pool)
         assert await first.read() == b"ok"
-        cancelled, then = exchange(), exchange()
+        cancelled, then = exchange(pool), exchange(pool)
         await asyncio.sleep(0.05)  # both wait for the only connection
         first.release()  # handed to the first waiter...
         cancelled.cancel()  # ...which is cancelled before it runs
@@ -484,15 +476,10 @@ async def test_a_push_cancelled_as_it_is_handed_a_connection_passes_it_on() -> N
 async def test_a_connection_handed_to_a_push_cancelled_after_the_pool_closed_is_closed() -> None:
     async with backend() as (port, _seen):
         up = upstream(port, max_connections=1)
-        pool, deadline = up.pool, asyncio.get_running_loop().time() + 10
-        head = request_head("POST", "/", "h", CIMultiDict(), 1)
-        first = await pool.exchange(
-            head, b"x", skip_body=False, sending=Sending(), deadline=deadline
-        )
+        pool = up.pool
+        first = await exchange(pool)
         assert await first.read() == b"ok"
-        waiting = asyncio.ensure_future(
-            pool.exchange(head, b"x", skip_body=False, sending=Sending(), deadline=deadline)
-        )
+        waiting = exchange(pool)
         await asyncio.sleep(0.05)
         first.release()  # handed to the waiting push...
         pool.close()  # ...the pool closes...
