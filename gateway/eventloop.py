@@ -4,7 +4,7 @@
 ``pip install 'jwksgate[fast]'``) or ``auto`` (uvloop when installed, else asyncio). In
 ``bench/`` (bench/RESULTS.md, ``jwksgate-uvloop`` beside ``jwksgate`` in the same run) uvloop
 saved at most 5 % of the CPU per push on this code, and the p99 latency seen by the senders at
-64 connections was 1.6-3.9x asyncio's over four runs (the time inside the handler was not
+64 connections was 1.6-3.9x asyncio's over five runs (the time inside the handler was not
 longer: the wait is before or after it), so it is not the default.
 """
 
